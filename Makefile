@@ -1,0 +1,28 @@
+# The two commands of the README: `make run` and `make test`. Both set up a
+# virtualenv in .venv first (Python 3.11+), so they work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-faults bench clean
+
+$(BIN)/httpqueue: setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,flower]'
+	touch $@
+
+setup: $(BIN)/httpqueue
+
+run: setup
+	HTTPQUEUE_CALLBACK_ALLOW="$${HTTPQUEUE_CALLBACK_ALLOW-127.0.0.0/8,::1}" $(BIN)/httpqueue run
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) httpqueue-data test-artifacts .pytest_cache

@@ -1,0 +1,4 @@
+"""``python -m httpqueue`` is the ``httpqueue`` command."""
+from httpqueue.cli import main
+
+main()

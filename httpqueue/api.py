@@ -1,0 +1,254 @@
+"""The HTTP facade: the seed's ``/create``, ``/delete``, ``/query``, plus health and batch.
+
+Built by :func:`create_app`, so tests and gunicorn build apps from explicit
+settings. Every error is JSON ``{"code", "error"[, "fields"]}`` with a message
+that says what is wrong: 400 for invalid input, 404 for an unknown id, 405 for
+a wrong method, 409 for a state conflict, 413 for an oversized body, 503 while
+Redis is unreachable, 500 (without a traceback) for anything unexpected.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import typing as t
+
+from flask import Flask, current_app, jsonify, request
+from flask_smorest import Api, Blueprint
+from marshmallow import ValidationError
+from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from httpqueue import __version__, context, events, logs
+from httpqueue.api_v1 import v1_blueprint
+from httpqueue.config import Settings
+from httpqueue.context import now_ms
+from httpqueue.exceptions import StoreUnavailable, TaskConflict, TaskNotFound, UnsafeCallbackError
+from httpqueue.schemas import ApiErrorSchema, CreatedSchema, DeletedSchema, Schemas, TaskSchema
+from httpqueue.store import NewTask
+
+
+class JsonBodyParser(FlaskParser):
+    """Read the body as JSON whatever its Content-Type, as the seed did; refuse anything else."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req: t.Any) -> t.Any:
+        data = req.get_data(cache=True)
+        if not data.strip():
+            raise BadRequest("the request body is empty; send a JSON object")
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+class ApiBlueprint(Blueprint):
+    ARGUMENTS_PARSER = JsonBodyParser()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask application for ``settings`` (default: from the environment)."""
+    ctx = context.Context(settings) if settings is not None else context.current()
+    if settings is not None and not context.installed():
+        context.install(settings)  # Celery's publisher reads the global context
+    s = ctx.settings
+    app = Flask("httpqueue")
+    app.extensions["httpqueue"] = ctx
+    app.config.update(
+        MAX_CONTENT_LENGTH=s.max_body, API_TITLE="httpqueue", API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3", OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={"info": {"description": "Delayed HTTP callbacks with retries (seed-compatible API)."}},
+    )
+    api = Api(app)
+    schemas = Schemas(s)
+    api.register_blueprint(seed_blueprint(schemas))
+    api.register_blueprint(v1_blueprint(schemas, ApiBlueprint, create_task, create_batch, delete_task))
+    _register_errors(app)
+    return app
+
+
+def _ctx() -> context.Context:
+    """The context of the app serving this request."""
+    return current_app.extensions["httpqueue"]
+
+
+def seed_blueprint(schemas: Schemas) -> Blueprint:
+    blp = ApiBlueprint("tasks", __name__, description="The seed's task API")
+    error_responses = {400: ApiErrorSchema, 404: ApiErrorSchema, 503: ApiErrorSchema}
+
+    @blp.route("/create", methods=["POST"])
+    @blp.arguments(schemas.create, location="json", error_status_code=400)
+    @blp.response(200, CreatedSchema)
+    @blp.alt_response(400, schema=ApiErrorSchema, description="A field is invalid; `fields` says which and why.")
+    @blp.alt_response(503, schema=ApiErrorSchema, description="Redis is unreachable; retry later.")
+    def create(body: dict[str, t.Any]) -> dict[str, str]:
+        """Create a task: POST `content` to `callback` after `delay` seconds."""
+        return {"id": create_task(body)}
+
+    @blp.route("/delete", methods=["POST"])
+    @blp.arguments(schemas.task_id, location="json", error_status_code=400)
+    @blp.response(200, DeletedSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such task (or past its retention).")
+    @blp.alt_response(409, schema=ApiErrorSchema,
+                      description="The task is being delivered now or has finished; nothing was changed.")
+    def delete(body: dict[str, str]) -> dict[str, str]:
+        """Cancel a task that has not fired yet. Deleting a deleted task answers 200 again."""
+        return delete_task(body["id"])
+
+    @blp.route("/query", methods=["POST"])
+    @blp.arguments(schemas.task_id, location="json", error_status_code=400)
+    @blp.response(200, TaskSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such task (or past its retention).")
+    def query(body: dict[str, str]) -> dict[str, t.Any]:
+        """A task's fields (the seed's, then state, attempts, last error, next attempt)."""
+        return _ctx().store.get(body["id"]).to_api()
+
+    @blp.route("/health", methods=["GET"])
+    @blp.response(200, description="The process is alive.")
+    def health() -> dict[str, str]:
+        """Liveness: answers as long as the process serves requests."""
+        return {"status": "ok"}
+
+    @blp.route("/ready", methods=["GET"])
+    @blp.response(200, description="Redis answers.")
+    @blp.alt_response(503, schema=ApiErrorSchema, description="Redis does not answer.")
+    def ready() -> dict[str, str]:
+        """Readiness: the task store (and so the default broker) answers."""
+        _ctx().store.ping()
+        return {"status": "ready"}
+
+    return blp
+
+
+def delete_task(task_id: str) -> dict[str, str]:
+    """Cancel a task (shared by the seed's /delete and the v1 API)."""
+    changed = _ctx().store.delete(task_id, now_ms())
+    events.emit("delete", task_id=task_id, topic=changed.topic, previous_state=changed.previous.value)
+    return {"id": task_id, "state": "deleted", "previous_state": changed.previous.value}
+
+
+def new_task(body: t.Mapping[str, t.Any], now: int) -> NewTask:
+    """A validated body as a store record, after the SSRF check of its callback."""
+    check_callback(body["callback"])
+    return NewTask(topic=body["topic"], callback=body["callback"], content=body["content"],
+                   due_ms=now + round(body["delay"] * 1000), max_retry=body["retry"])
+
+
+def check_callback(url: str) -> None:
+    from httpqueue.ssrf import CallbackPolicy, check_url
+
+    policy = CallbackPolicy.from_strings(_ctx().settings.callback_allow)
+    try:
+        check_url(url, policy)
+    except UnsafeCallbackError as exc:
+        raise ValidationError({"callback": [str(exc)]}) from None
+
+
+def create_task(body: t.Mapping[str, t.Any]) -> str:
+    from httpqueue.tasks import publish
+
+    now = now_ms()
+    try:
+        task = new_task(body, now)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    created = _ctx().store.create(task, now)
+    _publish_created([created.dispatch] if created.dispatch else [], now, publish)
+    events.emit("create", task_id=created.task_id, topic=task.topic, due_ms=task.due_ms,
+               max_retry=task.max_retry, callback=task.callback)
+    return created.task_id
+
+
+def create_batch(items: list[dict[str, t.Any]], schemas: Schemas) -> list[dict[str, t.Any]]:
+    from httpqueue.tasks import publish
+
+    now = now_ms()
+    results: list[dict[str, t.Any]] = []
+    valid: list[tuple[int, NewTask]] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, new_task(schemas.create.load(item), now)))
+            results.append({})
+        except ValidationError as exc:
+            results.append({"error": "invalid task", "fields": exc.normalized_messages()})
+    created = _ctx().store.create_many([task for _, task in valid], now)
+    for (index, task), c in zip(valid, created):
+        results[index] = {"id": c.task_id}
+        events.emit("create", task_id=c.task_id, topic=task.topic, due_ms=task.due_ms,
+                    max_retry=task.max_retry, callback=task.callback)
+    _publish_created([c.dispatch for c in created if c.dispatch], now, publish)
+    return results
+
+
+def _publish_created(dispatches: list[t.Any], now: int, publish: t.Callable[..., int]) -> None:
+    """Publish due-soon tasks now; if the broker fails, their lease brings them back later."""
+    if not dispatches:
+        return
+    try:
+        publish(dispatches, now)
+    except Exception as exc:  # the task is stored; the promoter re-issues it when its lease runs out
+        events.emit("publish_failed", logging.WARNING, count=len(dispatches), error=str(exc)[:300])
+
+
+def _invalid(exc: ValidationError) -> HTTPException:
+    error = BadRequest()
+    error.data = {"messages": {"json": exc.normalized_messages()}}
+    return error
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> t.Any:
+        fields = (getattr(exc, "data", None) or {}).get("messages", {})
+        fields = fields.get("json", fields) if isinstance(fields, dict) else fields
+        return _error(exc.code or 500, _message(exc, fields), fields or None)
+
+    @app.errorhandler(TaskNotFound)
+    def not_found(exc: TaskNotFound) -> t.Any:
+        return _error(404, str(exc))
+
+    @app.errorhandler(TaskConflict)
+    def conflict(exc: TaskConflict) -> t.Any:
+        return _error(409, str(exc), state=exc.state)
+
+    @app.errorhandler(StoreUnavailable)
+    def unavailable(exc: StoreUnavailable) -> t.Any:
+        events.emit("store_unavailable", logging.WARNING, error=str(exc)[:300])
+        response = _error(503, "the task store (Redis) is unavailable; nothing was changed, retry shortly")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception) -> t.Any:
+        logs.LOGGER.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal error; the details are in the server log")
+
+
+def _message(exc: HTTPException, fields: t.Any) -> str:
+    if exc.code == 413:
+        return f"the request body is larger than {_ctx().settings.max_body} bytes"
+    if exc.code == 405:
+        return f"{request.method} is not allowed here; use {', '.join(sorted(exc.valid_methods or []))}"
+    if exc.code == 404:
+        return f"no such endpoint: {request.path}"
+    if fields and isinstance(fields, dict):
+        parts = [f"{name}: {' '.join(_flatten(msgs))}" for name, msgs in fields.items()]
+        return "invalid request: " + "; ".join(parts)
+    return exc.description or exc.name
+
+
+def _flatten(messages: t.Any) -> list[str]:
+    if isinstance(messages, dict):
+        return [f"{k}: {m}" for k, v in messages.items() for m in _flatten(v)]
+    if isinstance(messages, list):
+        return [m for item in messages for m in _flatten(item)]
+    return [str(messages)]
+
+
+def _error(code: int, message: str, fields: t.Any = None, **extra: t.Any) -> t.Any:
+    body: dict[str, t.Any] = {"code": code, "error": message, **extra}
+    if fields:
+        body["fields"] = fields
+    response = jsonify(body)
+    response.status_code = code
+    return response

@@ -1,0 +1,125 @@
+"""The versioned REST API (``/v1``): tasks as resources, listing, history, statistics.
+
+It serves the dashboard and clients that want more than the seed's three
+endpoints; the seed's endpoints keep working unchanged beside it.
+"""
+from __future__ import annotations
+
+import typing as t
+
+from flask import current_app
+from marshmallow import Schema, fields, validate
+
+from httpqueue import events
+from httpqueue.context import Context, now_ms
+from httpqueue.schemas import ApiErrorSchema, BATCH_MAX, BatchSchema, TaskSchema
+from httpqueue.states import State
+
+
+def _ctx() -> Context:
+    return current_app.extensions["httpqueue"]
+
+
+class ListArgs(Schema):
+    class Meta:
+        unknown = "raise"
+
+    state = fields.String(validate=validate.OneOf([s.value for s in State]))
+    topic = fields.String(validate=validate.Length(1, 200))
+    cursor = fields.String(validate=validate.Regexp(r"^\d+\.\d+\.\d+$", error="not a cursor from a previous page"))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+
+
+class TaskPageSchema(Schema):
+    tasks = fields.List(fields.Nested(TaskSchema))
+    next_cursor = fields.String(allow_none=True, metadata={"description": "Pass as `cursor` for the next page; null at the end."})
+
+
+class HistorySchema(Schema):
+    id = fields.String()
+    events = fields.List(fields.Dict(), metadata={"description": "Oldest first: created, promoted, attempt, ..."})
+
+
+class StatsSchema(Schema):
+    totals = fields.Dict(keys=fields.String(), values=fields.Integer())
+    topics = fields.Dict(keys=fields.String(), values=fields.Dict())
+
+
+def v1_blueprint(schemas: t.Any, blueprint_cls: type, create_task: t.Callable[..., str],
+                 create_batch: t.Callable[..., list[dict[str, t.Any]]],
+                 delete_task: t.Callable[[str], dict[str, str]]) -> t.Any:
+    blp = blueprint_cls("v1", __name__, url_prefix="/v1", description="Tasks as resources")
+
+    @blp.route("/tasks", methods=["POST"])
+    @blp.arguments(schemas.create, location="json", error_status_code=400)
+    @blp.response(201, TaskSchema)
+    @blp.alt_response(400, schema=ApiErrorSchema, description="A field is invalid.")
+    def create(body: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Create a task (the fields of the seed's /create); answers the stored task."""
+        return _ctx().store.get(create_task(body)).to_api()
+
+    @blp.route("/tasks", methods=["GET"])
+    @blp.arguments(ListArgs, location="query", error_status_code=400, unknown="raise")
+    @blp.response(200, TaskPageSchema)
+    def list_tasks(args: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Tasks by state and topic, a page at a time (pass `next_cursor` back as `cursor`)."""
+        state = State(args["state"]) if "state" in args else None
+        page = _ctx().store.list_tasks(state, args.get("topic"), args.get("cursor"), args["limit"])
+        return {"tasks": [r.to_api() for r in page.tasks], "next_cursor": page.cursor}
+
+    @blp.route("/tasks/batch", methods=["POST"])
+    @blp.arguments(BatchSchema, location="json", error_status_code=400)
+    @blp.response(200, description="One result per task, in order: `{\"id\"}` or `{\"error\", \"fields\"}`.")
+    def batch(body: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Create up to 1,000 tasks; each is validated and stored on its own."""
+        return {"results": create_batch(body["tasks"], schemas)}
+
+    @blp.route("/tasks/<task_id>", methods=["GET"])
+    @blp.response(200, TaskSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such task.")
+    def get(task_id: str) -> dict[str, t.Any]:
+        """One task."""
+        return _ctx().store.get(task_id).to_api()
+
+    @blp.route("/tasks/<task_id>", methods=["DELETE"])
+    @blp.response(200, description="Deleted (also when it was deleted before).")
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such task.")
+    @blp.alt_response(409, schema=ApiErrorSchema, description="Being delivered or finished.")
+    def delete(task_id: str) -> dict[str, str]:
+        """Cancel a task that has not started its attempt."""
+        return delete_task(task_id)
+
+    @blp.route("/tasks/<task_id>/history", methods=["GET"])
+    @blp.response(200, HistorySchema)
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such task.")
+    def history(task_id: str) -> dict[str, t.Any]:
+        """The task's lifecycle events, oldest first (at most the last 50)."""
+        return {"id": task_id, "events": _ctx().store.history(task_id)}
+
+    @blp.route("/tasks/<task_id>/retry", methods=["POST"])
+    @blp.response(200, description="Requeued: it will be attempted now.")
+    @blp.alt_response(404, schema=ApiErrorSchema, description="No such task.")
+    @blp.alt_response(409, schema=ApiErrorSchema, description="Not failed, scheduled or retrying.")
+    def retry(task_id: str) -> dict[str, str]:
+        """Attempt a failed (or waiting) task now."""
+        changed = _ctx().store.requeue(task_id, now_ms())
+        events.emit("requeue", task_id=task_id, previous_state=changed.previous.value)
+        return {"id": task_id, "state": "retrying" if changed.previous is not State.SCHEDULED else "scheduled",
+                "previous_state": changed.previous.value}
+
+    @blp.route("/stats", methods=["GET"])
+    @blp.response(200, StatsSchema)
+    def stats() -> dict[str, t.Any]:
+        """Number of tasks per state, in total and per topic."""
+        return stats_document(_ctx().store.counts())
+
+    return blp
+
+
+def stats_document(counts: t.Mapping[tuple[str, str], int]) -> dict[str, t.Any]:
+    totals = {s.value: 0 for s in State}
+    topics: dict[str, dict[str, int]] = {}
+    for (state, topic), n in counts.items():
+        totals[state] = totals.get(state, 0) + n
+        topics.setdefault(topic, {s.value: 0 for s in State})[state] = n
+    return {"totals": totals, "topics": topics}

@@ -1,0 +1,61 @@
+"""The Celery application: ``celery -A httpqueue worker`` finds it as ``httpqueue.app``.
+
+Its configuration comes from httpqueue's settings (``HTTPQUEUE_*``), evaluated
+lazily so the CLI can set options before Celery reads them; a ``celeryconfig``
+module on the import path (the project ships one at its top level) may then
+override any Celery setting. The promoter runs inside every worker as a bootstep.
+"""
+from __future__ import annotations
+
+import typing as t
+
+from celery import Celery
+
+from httpqueue import context
+from httpqueue.config import Settings
+from httpqueue.connections import broker_transport_options, broker_url
+
+QUEUE = "httpqueue"
+"""The broker queue delivery messages travel on."""
+
+
+def celery_config(settings: Settings, redis_url: str) -> dict[str, t.Any]:
+    """Celery settings that httpqueue's guarantees rely on (see docs in the README)."""
+    url = broker_url(settings.celery_broker_url or redis_url)
+    return {
+        "broker_url": url,
+        "broker_transport_options": broker_transport_options(
+            url, settings.sentinel_master, settings.visibility_timeout),
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE,
+        # the store holds every outcome: no result backend
+        "task_ignore_result": True,
+        "result_backend": None,
+        # a message is acknowledged only after its attempt was recorded
+        "task_acks_late": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Flower and `celery events` see every task
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_prefetch_multiplier": 8,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "broker_pool_limit": 32,
+    }
+
+
+def _defaults() -> dict[str, t.Any]:
+    ctx = context.current()
+    return celery_config(ctx.settings, ctx.redis_url)
+
+
+app = Celery("httpqueue", set_as_current=True)
+app.add_defaults(_defaults)
+app.config_from_object("celeryconfig", silent=True)
+
+# Imported for their side effects: the delivery task and the promoter bootstep.
+from httpqueue import tasks as _tasks  # noqa: E402,F401
+from httpqueue.promoter import PromoterStep  # noqa: E402
+
+app.steps["worker"].add(PromoterStep)

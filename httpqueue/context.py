@@ -1,0 +1,106 @@
+"""The per-process objects every part shares: settings, the task store, the HTTP session.
+
+Built lazily once per process (after a prefork child is forked, so no socket is
+shared across processes) and reset by tests that need other settings.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+import typing as t
+from pathlib import Path
+
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from httpqueue.config import Settings
+from httpqueue.connections import redis_client
+from httpqueue.keys import Keys
+from httpqueue.store import TaskStore
+
+DELIVERY_THREADS = 64
+"""Callbacks in flight at once per worker process, across all its messages."""
+
+EMBEDDED_URL_FILE = "redis.url"
+"""File in ``data_dir`` where ``httpqueue run`` writes its embedded Redis URL, for other commands to find."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """The configured Redis, else the embedded one ``httpqueue run`` started, else local Redis."""
+    if settings.redis_url:
+        return settings.redis_url
+    marker = Path(settings.data_dir) / EMBEDDED_URL_FILE
+    if marker.exists():
+        return marker.read_text().strip()
+    return "redis://127.0.0.1:6379/0"
+
+
+class Context:
+    """Everything a process needs to serve requests or deliver callbacks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis_url = resolve_redis_url(settings)
+        self.keys = Keys(settings.key_prefix, settings.shards)
+
+    @functools.cached_property
+    def store(self) -> TaskStore:
+        s = self.settings
+        return TaskStore(
+            redis_client(self.redis_url, s.sentinel_master), self.keys,
+            horizon_ms=int(s.timer_horizon * 1000), lease_ms=int(s.lease * 1000),
+            retention_ms=int(s.retention * 1000), batch=s.promote_batch)
+
+    @functools.cached_property
+    def session(self) -> requests.Session:
+        """HTTP session for callbacks: pooled keep-alive connections, SSRF-guarded."""
+        from httpqueue.ssrf import CallbackPolicy, guarded_session
+
+        policy = CallbackPolicy.from_strings(self.settings.callback_allow)
+        return guarded_session(policy, pool_maxsize=DELIVERY_THREADS)
+
+    @functools.cached_property
+    def executor(self) -> ThreadPoolExecutor:
+        """Threads that send the callbacks of one message concurrently (a slow receiver delays no other)."""
+        return ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="httpqueue-callback")
+
+    @functools.cached_property
+    def signer(self) -> t.Any:
+        if not self.settings.signing_secrets:
+            return None
+        from httpqueue.signing import WebhookSigner
+
+        return WebhookSigner(list(self.settings.signing_secrets))
+
+
+_current: Context | None = None
+_pid: int | None = None
+_settings: Settings | None = None
+
+
+def current() -> Context:
+    """This process's context: built on first use, and again in a forked child (fresh sockets)."""
+    global _current, _pid, _settings
+    if _current is None or _pid != os.getpid():
+        _settings = _settings or Settings.load()
+        _current, _pid = Context(_settings), os.getpid()
+    return _current
+
+
+def installed() -> bool:
+    """Whether settings were installed or loaded in this process already."""
+    return _settings is not None
+
+
+def install(settings: Settings) -> Context:
+    """Make explicit settings (CLI options, tests) this process's and its children's."""
+    global _current, _pid, _settings
+    _settings = settings
+    _current, _pid = Context(settings), os.getpid()
+    return _current

@@ -1,0 +1,125 @@
+"""Sending one callback and judging the receiver's answer (the seed's backend protocol).
+
+The callback is ``POST <url>`` with JSON ``{"id","topic","content"}``. The answer
+``{"code": 100}`` is success; ``{"code": 101}`` asks us to slow down (honouring a
+``Retry-After`` header); anything else, a body that is not JSON, a timeout or a
+connection error is a failed attempt. Outcomes other than success are raised as
+:class:`~httpqueue.exceptions.DeliveryError` subclasses, which the Celery task
+turns into retries.
+"""
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import json
+import time
+import typing as t
+
+import requests
+
+from httpqueue import __version__
+from httpqueue.exceptions import CallbackFailed, CallbackThrottled
+from httpqueue.store import TaskRecord
+
+SUCCESS_CODE = 100
+THROTTLE_CODE = 101
+MAX_RESPONSE_BYTES = 65_536
+"""Most of a receiver's answer that is read; the rest is ignored (a receiver cannot exhaust memory)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivered:
+    """A successful attempt."""
+
+    code: int
+    duration: float
+
+
+class Signer(t.Protocol):
+    def headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]: ...
+
+
+def callback_body(task: TaskRecord) -> bytes:
+    """The seed's callback payload; ``content`` passes through unchanged."""
+    return json.dumps({"id": task.id, "topic": task.topic, "content": task.content},
+                      separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def callback_headers(task: TaskRecord, attempt: int, body: bytes, signer: Signer | None) -> dict[str, str]:
+    """Headers that let a receiver deduplicate (id, attempt) and verify the sender."""
+    headers = {
+        "Content-Type": "application/json", "User-Agent": f"httpqueue/{__version__}",
+        "X-Httpqueue-Id": task.id, "X-Httpqueue-Attempt": str(attempt),
+        "X-Httpqueue-Topic": task.topic.encode("ascii", "backslashreplace").decode(),
+        "X-Httpqueue-Due": str(task.due_ms),
+    }
+    if signer is not None:
+        headers.update(signer.headers(task.id, int(time.time()), body))
+    return headers
+
+
+def send(session: requests.Session, task: TaskRecord, attempt: int, *, timeout: float,
+         follow_redirects: bool = False, signer: Signer | None = None) -> Delivered:
+    """POST one callback; return on success, raise ``CallbackFailed``/``CallbackThrottled`` otherwise."""
+    body = callback_body(task)
+    started = time.perf_counter()
+    try:
+        with session.post(task.callback, data=body, headers=callback_headers(task, attempt, body, signer),
+                          timeout=(min(timeout, 5.0), timeout), allow_redirects=follow_redirects,
+                          stream=True) as response:
+            raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True)
+            elapsed = time.perf_counter() - started
+            return judge(response.status_code, raw, response.headers.get("Retry-After"), elapsed)
+    except requests.Timeout as exc:
+        raise CallbackFailed(f"no answer within {timeout:g}s", duration=time.perf_counter() - started) from exc
+    except requests.RequestException as exc:
+        raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
+
+
+def judge(status: int, raw: bytes, retry_after: str | None, duration: float) -> Delivered:
+    """Decide success, throttling or failure from the receiver's answer (pure; unit-tested)."""
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        raise CallbackFailed(f"HTTP {status} with a body that is not JSON: {_excerpt(raw)}",
+                             code=None, duration=duration) from None
+    code = answer.get("code") if isinstance(answer, dict) else None
+    if code == SUCCESS_CODE and not isinstance(code, bool):
+        return Delivered(code=code, duration=duration)
+    if code == THROTTLE_CODE and not isinstance(code, bool):
+        raise CallbackThrottled("receiver answered code 101 (too many requests)",
+                                retry_after=parse_retry_after(retry_after), duration=duration)
+    shown = code if isinstance(code, int) and not isinstance(code, bool) else None
+    raise CallbackFailed(f"receiver answered {_excerpt(raw)} (HTTP {status})", code=shown, duration=duration)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), if valid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _excerpt(raw: bytes, limit: int = 200) -> str:
+    text = raw[:limit].decode("utf-8", "replace")
+    return repr(text + ("..." if len(raw) > limit else ""))
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests error, which says what actually happened."""
+    for _ in range(8):
+        inner = getattr(exc, "reason", None) or exc.__cause__ or (
+            exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,35 @@
+"""Lifecycle events, emitted once where they happen and fanned out to listeners.
+
+Every create, attempt, delete, promotion pass and store outage is emitted here:
+the log line (see :mod:`httpqueue.logs`) and the Prometheus metrics
+(:mod:`httpqueue.metrics`) both listen, so neither polls Redis or duplicates
+the facts. Listeners must be cheap and must not raise (a failing listener is
+logged and skipped, never allowed to break a delivery).
+"""
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from httpqueue import logs
+
+Listener = t.Callable[[str, t.Mapping[str, t.Any]], None]
+
+_listeners: list[Listener] = []
+
+
+def subscribe(listener: Listener) -> Listener:
+    """Call ``listener(name, fields)`` for every event emitted in this process."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+    return listener
+
+
+def emit(name: str, level: int = logging.INFO, **fields: t.Any) -> None:
+    """Log one event and hand it to the listeners."""
+    logs.event(name, level, **fields)
+    for listener in _listeners:
+        try:
+            listener(name, fields)
+        except Exception:  # noqa: BLE001 - observability must never break delivery
+            logs.LOGGER.exception("event listener %r failed on %s", listener, name)

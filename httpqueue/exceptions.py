@@ -1,0 +1,67 @@
+"""The errors httpqueue raises, all under one base class.
+
+Hierarchy::
+
+    HttpqueueError
+    ├── ConfigError            a setting is missing, malformed or inconsistent
+    ├── StoreUnavailable       Redis (store or broker) cannot be reached; the API answers 503
+    ├── TaskNotFound           no task with this id (never created, or past its retention)
+    ├── TaskConflict           the task's state forbids the request (delete while delivering...)
+    ├── UnsafeCallbackError    the callback URL points where callbacks may not go (SSRF guard)
+    └── DeliveryError          one callback attempt did not succeed
+        ├── CallbackFailed     a failed attempt: Celery's autoretry_for turns it into a retry
+        └── CallbackThrottled  the receiver answered code 101: wait, not counted as a failure
+
+The delivery task raises the ``DeliveryError`` subclasses so that Celery's own
+retry machinery (``autoretry_for``/``retry_backoff``) drives the backoff.
+"""
+from __future__ import annotations
+
+
+class HttpqueueError(Exception):
+    """Base class of every error httpqueue raises on purpose."""
+
+
+class ConfigError(HttpqueueError):
+    """A setting is missing, malformed or inconsistent with another."""
+
+
+class StoreUnavailable(HttpqueueError):
+    """Redis cannot be reached or answered with an error; the request may be retried."""
+
+
+class TaskNotFound(HttpqueueError):
+    """No task has this id, or it has passed its retention time."""
+
+
+class TaskConflict(HttpqueueError):
+    """The task's current state forbids the requested change."""
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class DeliveryError(HttpqueueError):
+    """One callback attempt did not succeed; ``code`` is the receiver's answer, if any."""
+
+    def __init__(self, message: str, code: int | None = None, duration: float = 0.0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.duration = duration
+
+
+class CallbackFailed(DeliveryError):
+    """A failed attempt (error code, bad body, timeout, refused connection)."""
+
+
+class CallbackThrottled(DeliveryError):
+    """The receiver said "too many requests" (code 101); ``retry_after`` is its wish, if given."""
+
+    def __init__(self, message: str, retry_after: float | None, code: int | None = 101, duration: float = 0.0) -> None:
+        super().__init__(message, code, duration)
+        self.retry_after = retry_after
+
+
+class UnsafeCallbackError(HttpqueueError, ValueError):
+    """The callback URL points where callbacks may not go (loopback, private, metadata...)."""

@@ -1,0 +1,134 @@
+"""The promoter: hands parked tasks to Celery just before they are due.
+
+Every worker runs one (a bootstep, in the worker's main process). A pass walks
+the shards: ``promote`` takes the tasks due within the horizon, ``reclaim``
+re-issues those whose lease ran out, and both are published as delivery
+messages. The scripts are atomic, so any number of promoters may run at once
+without a leader and without handing out a task twice; a promoter killed
+between taking tasks and publishing them loses nothing, because the taken
+tasks' leases run out and another promoter re-issues them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+import typing as t
+
+from celery import bootsteps
+
+from httpqueue import events, logs
+from httpqueue.exceptions import HttpqueueError
+from httpqueue.store import Dispatch, TaskStore
+
+PURGE_EVERY = 20
+"""Passes between two purges of tasks past their retention."""
+
+Publisher = t.Callable[[t.Sequence[Dispatch], int], int]
+
+
+@dataclasses.dataclass
+class PassReport:
+    """What one pass did, for metrics and tests."""
+
+    promoted: int = 0
+    reclaimed: int = 0
+    purged: int = 0
+    full: bool = False
+
+
+class Promoter:
+    """Moves due-soon tasks from the store's timer into the broker."""
+
+    def __init__(self, store: TaskStore, publish: Publisher, *, interval: float = 0.25,
+                 clock: t.Callable[[], float] = time.time, name: str = "promoter",
+                 heartbeat: t.Callable[[str, float], None] | None = None) -> None:
+        self.store = store
+        self.publish = publish
+        self.interval = interval
+        self.clock = clock
+        self.name = name
+        self.heartbeat = heartbeat
+        self.passes = 0
+        self.last_report = PassReport()
+
+    def run_pass(self) -> PassReport:
+        """One walk over every shard, starting at a random one to spread contention."""
+        report = PassReport()
+        shards = self.store.keys.shards
+        start = random.randrange(shards)
+        for shard in [(start + i) % shards for i in range(shards)]:
+            now = int(self.clock() * 1000)
+            promoted = self.store.promote(shard, now)
+            reclaimed = self.store.reclaim(shard, now)
+            if promoted or reclaimed:
+                self.publish([*promoted, *reclaimed], now)
+            report.promoted += len(promoted)
+            report.reclaimed += len(reclaimed)
+            report.full = report.full or max(len(promoted), len(reclaimed)) >= self.store.batch
+        if self.passes % PURGE_EVERY == 0:
+            now = int(self.clock() * 1000)
+            report.purged = sum(self.store.purge(shard, now) for shard in range(shards))
+        self.passes += 1
+        if report.reclaimed:
+            events.emit("reclaimed", logging.WARNING, count=report.reclaimed, promoter=self.name)
+        if self.heartbeat is not None:
+            self.heartbeat(self.name, self.interval)
+        self.last_report = report
+        return report
+
+    def run(self, stop: threading.Event) -> None:
+        """Pass after pass until ``stop`` is set; errors are logged and retried, never fatal."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                report = self.run_pass()
+                failures = 0
+            except (HttpqueueError, OSError, ConnectionError) as exc:
+                failures += 1
+                events.emit("promoter_error", logging.WARNING, error=str(exc)[:300], promoter=self.name)
+                stop.wait(min(5.0, self.interval * 2 ** failures))
+                continue
+            except Exception:  # a bug must not silently stop the timer of this worker
+                logs.LOGGER.exception("promoter pass failed")
+                stop.wait(self.interval)
+                continue
+            if not report.full:
+                stop.wait(self.interval)
+
+
+class PromoterStep(bootsteps.StartStopStep):
+    """Celery worker bootstep that runs a :class:`Promoter` thread for the worker's lifetime."""
+
+    label = "httpqueue-promoter"
+
+    def __init__(self, worker: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+
+    def start(self, worker: t.Any) -> None:
+        from httpqueue import context, tasks
+
+        ctx = context.current()
+        store = ctx.store
+        key_of = ctx.keys.worker_heartbeat
+
+        def heartbeat(name: str, interval: float) -> None:
+            store.redis.set(key_of(name), int(time.time() * 1000), px=int(max(5.0, interval * 20) * 1000))
+
+        promoter = Promoter(store, tasks.publish, interval=ctx.settings.promoter_interval,
+                            name=worker.hostname, heartbeat=heartbeat)
+        self.stop_event.clear()
+        self.thread = threading.Thread(target=promoter.run, args=(self.stop_event,),
+                                       name="httpqueue-promoter", daemon=True)
+        self.thread.start()
+
+    def stop(self, worker: t.Any) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+    shutdown = stop

@@ -1,0 +1,13 @@
+-- purge: remove finished tasks whose retention has passed, with their history,
+-- and take them out of the per-state counts in the same step.
+-- KEYS: done, stats
+-- ARGV: now, limit, task_prefix, history_prefix
+-- Returns the number of tasks removed.
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', ARGV[3] .. id, 'st', 'tp')
+  if f[1] then move(KEYS[2], f[2], f[1], nil) end
+  redis.call('DEL', ARGV[3] .. id, ARGV[4] .. id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids

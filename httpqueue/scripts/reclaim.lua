@@ -1,0 +1,44 @@
+-- reclaim: re-issue tasks whose in-flight lease ran out (the worker that held the
+-- ETA message or ran the attempt died, or the publish after create never happened).
+-- The generation is bumped in the same step, so the old message, should it ever
+-- run, is refused by claim: the task fires once. A task lost this way more than
+-- max_lost times fails for good instead of looping.
+-- KEYS: inflight, stats, done
+-- ARGV: now, lease, limit, task_prefix, history_prefix, histmax, max_lost, retention
+-- Returns a flat list id, gen, due, has_retry, topic of the tasks to publish again.
+local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[4] .. id
+  local f = redis.call('HMGET', key, 'st', 'tp', 'due', 'hr')
+  local st = f[1]
+  if st == 'queued' or st == 'delivering' then
+    local lost = redis.call('HINCRBY', key, 'lost', 1)
+    local event = {event = 'lease_expired', t = now, state = st}
+    if lost > tonumber(ARGV[7]) then
+      redis.call('HSET', key, 'st', 'failed', 'fin', now, 'le', 'lease expired ' .. lost .. ' times: workers lost the task')
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), id)
+      move(KEYS[2], f[2], st, 'failed')
+      event.outcome = 'failed'
+    else
+      local gen = redis.call('HINCRBY', key, 'gen', 1)
+      redis.call('HSET', key, 'st', 'queued')
+      if st == 'delivering' then
+        redis.call('HSET', key, 'le', 'attempt lost: its worker stopped before recording a result')
+      end
+      redis.call('ZADD', KEYS[1], now + lease, id)
+      move(KEYS[2], f[2], st, 'queued')
+      out[#out + 1] = id
+      out[#out + 1] = gen
+      out[#out + 1] = math.max(now, tonumber(f[3]))
+      out[#out + 1] = f[4] or 0
+      out[#out + 1] = f[2]
+    end
+    record(ARGV[5] .. id, cjson.encode(event), ARGV[6])
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out

@@ -1,0 +1,448 @@
+"""The task store: task metadata, the timer and the in-flight leases, in Redis.
+
+Redis is the source of truth; Celery messages only say "deliver task X,
+generation G, at time T". Every change of a task's state is one Lua script
+(``httpqueue/scripts/*.lua``, each saying what it makes atomic), so API nodes,
+promoters and delivery tasks running at once cannot lose or double a task:
+
+* ``create`` parks a task in the timer, or marks it queued when it is due
+  within the horizon (the caller then publishes its ETA message);
+* ``promote`` moves due-soon tasks from the timer to queued, bumping their
+  generation; ``reclaim`` re-issues queued or delivering tasks whose lease ran out;
+* ``claim`` lets exactly one message of the current generation start an attempt;
+* ``settle`` records its outcome; ``delete`` cancels; ``purge`` forgets old tasks.
+
+Times are integer milliseconds since the Unix epoch, passed in by the caller, so
+tests can drive the clock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import typing as t
+import uuid
+from importlib import resources
+
+import redis
+
+from httpqueue.exceptions import StoreUnavailable, TaskConflict, TaskNotFound
+from httpqueue.keys import Keys
+from httpqueue.states import State
+
+#: Short hash field names (memory per task matters at millions of tasks) and their meaning.
+FIELDS = {
+    "tp": "topic", "cb": "callback", "ct": "content (JSON text)", "ex": "first execute time",
+    "due": "current due time", "mr": "max_retry", "hr": "has_retry", "cr": "creation time",
+    "st": "state", "gen": "generation of the current message", "at": "attempts started",
+    "le": "last error", "lc": "last response code", "th": "code-101 answers", "fin": "finish time",
+    "lost": "attempts lost by dead workers", "opt": "delivery options (JSON)",
+}
+
+HISTORY_MAX = 50
+"""Most lifecycle events kept per task (the oldest are dropped)."""
+
+MAX_LOST = 3
+"""How many times a task may be lost by dying workers before it fails for good."""
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
+                redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)
+
+
+def new_id() -> str:
+    """An opaque id, unique across nodes without coordination."""
+    return str(uuid.uuid4())
+
+
+def _script(name: str) -> str:
+    folder = resources.files("httpqueue") / "scripts"
+    return (folder / "common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def translate_errors(func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """Turn Redis connectivity errors into :class:`StoreUnavailable` (the API's 503)."""
+    @functools.wraps(func)
+    def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return func(*args, **kwargs)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"task store unavailable: {exc}") from exc
+    return wrapper
+
+
+@dataclasses.dataclass(frozen=True)
+class NewTask:
+    """A validated create request, before it has an id."""
+
+    topic: str
+    callback: str
+    content: t.Any
+    due_ms: int
+    max_retry: int
+    options: t.Mapping[str, t.Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Dispatch:
+    """A task to hand to Celery: its id, message generation, due time, retries so far, topic."""
+
+    task_id: str
+    gen: int
+    due_ms: int
+    retries: int = 0
+    topic: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Created:
+    """What ``create`` did: the new id, and the message to publish now, if any."""
+
+    task_id: str
+    dispatch: Dispatch | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRecord:
+    """A task as stored, with the field names of the API."""
+
+    id: str
+    topic: str
+    callback: str
+    content: t.Any
+    state: State
+    execute_ms: int
+    due_ms: int
+    created_ms: int
+    max_retry: int
+    has_retry: int
+    attempts: int
+    gen: int
+    throttles: int = 0
+    last_error: str | None = None
+    last_code: int | None = None
+    finished_ms: int | None = None
+    options: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, task_id: str, h: t.Mapping[str, str]) -> TaskRecord:
+        def num(name: str, default: int = 0) -> int:
+            return int(float(h.get(name, default)))
+        return cls(
+            id=task_id, topic=h["tp"], callback=h["cb"], content=json.loads(h["ct"]), state=State(h["st"]),
+            execute_ms=num("ex"), due_ms=num("due"), created_ms=num("cr"), max_retry=num("mr"),
+            has_retry=num("hr"), attempts=num("at"), gen=num("gen"), throttles=num("th"),
+            last_error=h.get("le"), last_code=int(h["lc"]) if h.get("lc") else None,
+            finished_ms=num("fin") if "fin" in h else None, options=json.loads(h.get("opt") or "{}"),
+        )
+
+    def to_api(self) -> dict[str, t.Any]:
+        """The seed's query fields exactly (times in whole Unix seconds), then httpqueue's own."""
+        pending = self.state in (State.SCHEDULED, State.QUEUED, State.RETRYING)
+        return {
+            "id": self.id, "topic": self.topic, "execute_time": self.execute_ms // 1000,
+            "max_retry": self.max_retry, "has_retry": self.has_retry, "callback": self.callback,
+            "content": self.content, "creat_time": self.created_ms // 1000,
+            "state": self.state.value, "attempts": self.attempts, "throttled": self.throttles,
+            "execute_time_ms": self.execute_ms, "creat_time_ms": self.created_ms,
+            "next_attempt_ms": self.due_ms if pending else None,
+            "finished_time_ms": self.finished_ms,
+            "last_error": self.last_error, "last_code": self.last_code,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Settlement:
+    """The outcome of one attempt, as ``settle.lua`` records it."""
+
+    task_id: str
+    gen: int
+    now_ms: int
+    outcome: str
+    due_ms: int = 0
+    code: int | None = None
+    error: str | None = None
+    event: t.Mapping[str, t.Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Changed:
+    """A task changed by hand: its state before, and its topic."""
+
+    task_id: str
+    previous: State
+    topic: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    tasks: list[TaskRecord]
+    cursor: str | None
+
+
+#: Where each state's tasks are found, in listing order.
+LIST_SOURCES = (
+    ("inflight", {State.QUEUED, State.DELIVERING}),
+    ("timer", {State.SCHEDULED, State.RETRYING}),
+    ("done", {State.SUCCEEDED, State.FAILED, State.DELETED}),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    """Position of a listing: which source set, which shard, which offset."""
+
+    source: int
+    shard: int
+    offset: int
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        try:
+            source, shard, offset = (int(p) for p in text.split("."))
+        except ValueError:
+            raise ValueError(f"invalid cursor {text!r}") from None
+        if min(source, shard, offset) < 0:
+            raise ValueError(f"invalid cursor {text!r}")
+        return cls(source, shard, offset)
+
+    def format(self) -> str:
+        return f"{self.source}.{self.shard}.{self.offset}"
+
+    def next(self, offset: int, shards: int) -> Cursor:
+        """Where to continue after a page that ended at ``offset`` (-1: this set is exhausted)."""
+        if offset >= 0:
+            return Cursor(self.source, self.shard, offset)
+        if self.shard + 1 < shards:
+            return Cursor(self.source, self.shard + 1, 0)
+        return Cursor(self.source + 1, 0, 0)
+
+
+class TaskStore:
+    """Task metadata and timers in one Redis (or one Redis Cluster, by hash tags)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, horizon_ms: int, lease_ms: int,
+                 retention_ms: int, batch: int = 2000) -> None:
+        self.redis = client
+        self.keys = keys
+        self.horizon_ms = horizon_ms
+        self.lease_ms = lease_ms
+        self.retention_ms = retention_ms
+        self.batch = batch
+        self._scripts = {name: client.register_script(_script(name)) for name in
+                         ("create", "promote", "reclaim", "claim", "settle", "delete", "purge", "requeue", "listing")}
+
+    # -- the API side
+
+    @translate_errors
+    def create(self, task: NewTask, now_ms: int, task_id: str | None = None) -> Created:
+        """Store a task; raises :class:`TaskConflict` if ``task_id`` is taken."""
+        task_id = task_id or new_id()
+        k = self.keys.for_task(task_id)
+        fields = self._fields(task, now_ms)
+        code, gen = self._scripts["create"](
+            keys=[k.task, k.timer, k.inflight, k.stats],
+            args=[task_id, now_ms, task.due_ms, self.horizon_ms, self.lease_ms, task.topic, *fields])
+        if code == -1:
+            raise TaskConflict(f"a task with id {task_id} exists", state="exists")
+        return Created(task_id, Dispatch(task_id, gen, task.due_ms, 0, task.topic) if code == 1 else None)
+
+    @translate_errors
+    def create_many(self, tasks: t.Sequence[NewTask], now_ms: int) -> list[Created]:
+        """Store many tasks in one round trip (one script call each, pipelined)."""
+        ids = [new_id() for _ in tasks]
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id, task in zip(ids, tasks):
+            k = self.keys.for_task(task_id)
+            self._scripts["create"](
+                keys=[k.task, k.timer, k.inflight, k.stats],
+                args=[task_id, now_ms, task.due_ms, self.horizon_ms, self.lease_ms, task.topic,
+                      *self._fields(task, now_ms)], client=pipe)
+        replies = pipe.execute()
+        return [Created(i, Dispatch(i, gen, task.due_ms, 0, task.topic) if code == 1 else None)
+                for i, task, (code, gen) in zip(ids, tasks, replies)]
+
+    @staticmethod
+    def _fields(task: NewTask, now_ms: int) -> list[t.Any]:
+        fields: list[t.Any] = ["tp", task.topic, "cb", task.callback,
+                               "ct", json.dumps(task.content, separators=(",", ":")),
+                               "ex", task.due_ms, "due", task.due_ms, "mr", task.max_retry, "cr", now_ms]
+        if task.options:
+            fields += ["opt", json.dumps(task.options, separators=(",", ":"))]
+        return fields
+
+    @translate_errors
+    def get(self, task_id: str) -> TaskRecord:
+        h = self.redis.hgetall(self.keys.task(task_id))
+        if not h:
+            raise TaskNotFound(f"no task with id {task_id}")
+        return TaskRecord.from_hash(task_id, h)
+
+    @translate_errors
+    def history(self, task_id: str) -> list[dict[str, t.Any]]:
+        """The task's recorded lifecycle events, oldest first (``created`` is derived)."""
+        record = self.get(task_id)
+        events = [json.loads(e) for e in self.redis.lrange(self.keys.history(task_id), 0, -1)]
+        return [{"event": "created", "t": record.created_ms, "due": record.execute_ms}, *events]
+
+    @translate_errors
+    def delete(self, task_id: str, now_ms: int) -> Changed:
+        """Cancel a pending task. Deleting twice is not an error."""
+        k = self.keys.for_task(task_id)
+        event = json.dumps({"event": "deleted", "t": now_ms})
+        reply = self._scripts["delete"](
+            keys=[k.task, k.timer, k.inflight, k.stats, k.done, k.history],
+            args=[task_id, now_ms, self.retention_ms, event, HISTORY_MAX])
+        if reply[0] == "missing":
+            raise TaskNotFound(f"no task with id {task_id}")
+        state = State(reply[1])
+        if reply[0] == "refused" and state is not State.DELETED:
+            raise TaskConflict(_refusal(state), state=state.value)
+        return Changed(task_id, state, reply[2])
+
+    @translate_errors
+    def requeue(self, task_id: str, now_ms: int) -> Changed:
+        """Attempt a failed, scheduled or retrying task now (the dashboard's "retry now")."""
+        k = self.keys.for_task(task_id)
+        event = json.dumps({"event": "requeued", "t": now_ms})
+        reply = self._scripts["requeue"](keys=[k.task, k.timer, k.done, k.stats, k.history],
+                                         args=[task_id, now_ms, event, HISTORY_MAX])
+        if reply[0] == "missing":
+            raise TaskNotFound(f"no task with id {task_id}")
+        if reply[0] == "refused":
+            raise TaskConflict(f"a {reply[1]} task cannot be retried now", state=reply[1])
+        return Changed(task_id, State(reply[1]), "")
+
+    @translate_errors
+    def list_tasks(self, state: State | None = None, topic: str | None = None, cursor: str | None = None,
+                   limit: int = 50, budget: int = 20_000) -> Page:
+        """A page of tasks filtered by state and topic, and the cursor of the next page.
+
+        Pages walk the sorted sets that already exist (timer, in-flight, done:
+        newest first), so listing adds no per-task index; a page inspects at
+        most ``budget`` entries, and may hold fewer than ``limit`` tasks.
+        """
+        sets = [name for name, states in LIST_SOURCES if state is None or state in states]
+        where = Cursor.parse(cursor) if cursor else Cursor(0, 0, 0)
+        ids: list[str] = []
+        while where.source < len(sets) and len(ids) < limit and budget > 0:
+            name = sets[where.source]
+            scan = min(500, budget)
+            reply = self._scripts["listing"](
+                keys=[getattr(self.keys, name)(where.shard)],
+                args=[where.offset, scan, self.keys.task_prefix(where.shard), state.value if state else "",
+                      topic or "", 1 if name == "done" else 0, limit - len(ids)])
+            budget -= scan
+            ids += reply[1:]
+            where = where.next(int(reply[0]), self.keys.shards)
+        return Page(self.get_many(ids), None if where.source >= len(sets) else where.format())
+
+    @translate_errors
+    def get_many(self, task_ids: t.Sequence[str]) -> list[TaskRecord]:
+        """Records of several tasks in one round trip; vanished ones are left out."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(self.keys.task(task_id))
+        return [TaskRecord.from_hash(i, h) for i, h in zip(task_ids, pipe.execute()) if h]
+
+    @translate_errors
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Number of tasks per (state, topic), summed over the shards."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.hgetall(self.keys.stats(shard))
+        totals: dict[tuple[str, str], int] = {}
+        for h in pipe.execute():
+            for field, value in h.items():
+                state, _, topic = field.partition("|")
+                totals[(state, topic)] = totals.get((state, topic), 0) + int(value)
+        return {k: v for k, v in totals.items() if v}
+
+    @translate_errors
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    # -- the worker side
+
+    @translate_errors
+    def promote(self, shard: int, now_ms: int) -> list[Dispatch]:
+        """Hand out the tasks of ``shard`` due within the horizon."""
+        reply = self._scripts["promote"](
+            keys=[self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard)],
+            args=[now_ms, self.horizon_ms, self.lease_ms, self.batch, self.keys.task_prefix(shard),
+                  self.keys.history_prefix(shard), HISTORY_MAX])
+        return _dispatches(reply)
+
+    @translate_errors
+    def reclaim(self, shard: int, now_ms: int) -> list[Dispatch]:
+        """Re-issue the tasks of ``shard`` whose lease ran out."""
+        reply = self._scripts["reclaim"](
+            keys=[self.keys.inflight(shard), self.keys.stats(shard), self.keys.done(shard)],
+            args=[now_ms, self.lease_ms, self.batch, self.keys.task_prefix(shard),
+                  self.keys.history_prefix(shard), HISTORY_MAX, MAX_LOST, self.retention_ms])
+        return _dispatches(reply)
+
+    @translate_errors
+    def purge(self, shard: int, now_ms: int) -> int:
+        """Forget the tasks of ``shard`` whose retention has passed."""
+        return int(self._scripts["purge"](
+            keys=[self.keys.done(shard), self.keys.stats(shard)],
+            args=[now_ms, self.batch, self.keys.task_prefix(shard), self.keys.history_prefix(shard)]))
+
+    @translate_errors
+    def next_due_ms(self, shard: int) -> int | None:
+        """Due time of the earliest parked task of ``shard`` (for promoter lag)."""
+        first = self.redis.zrange(self.keys.timer(shard), 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    @translate_errors
+    def claim(self, task_id: str, gen: int, now_ms: int, lease_ms: int) -> TaskRecord | None:
+        """Start an attempt if this message is current; ``None`` means drop the message."""
+        claimed = self.claim_many([(task_id, gen)], now_ms, lease_ms)
+        return claimed[0] if claimed else None
+
+    @translate_errors
+    def claim_many(self, items: t.Sequence[tuple[str, int]], now_ms: int, lease_ms: int) -> list[TaskRecord]:
+        """Start attempts for the current ones of ``items`` (one round trip); stale ones are left out."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id, gen in items:
+            k = self.keys.for_task(task_id)
+            self._scripts["claim"](keys=[k.task, k.inflight, k.stats], args=[task_id, gen, now_ms, lease_ms],
+                                   client=pipe)
+        claimed = []
+        for (task_id, _), reply in zip(items, pipe.execute()):
+            if reply[0] == "ok":
+                fields = reply[1:]
+                claimed.append(TaskRecord.from_hash(task_id, dict(zip(fields[::2], fields[1::2]))))
+        return claimed
+
+    @translate_errors
+    def settle(self, task_id: str, gen: int, now_ms: int, outcome: str, *, due_ms: int = 0,
+               code: int | None = None, error: str | None = None,
+               event: t.Mapping[str, t.Any] | None = None) -> bool:
+        """Record one attempt's outcome (see ``settle.lua``); False if it lost the task."""
+        return self.settle_many([Settlement(task_id, gen, now_ms, outcome, due_ms, code, error, event)])[0]
+
+    @translate_errors
+    def settle_many(self, settlements: t.Sequence[Settlement]) -> list[bool]:
+        """Record several outcomes in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for st in settlements:
+            k = self.keys.for_task(st.task_id)
+            self._scripts["settle"](
+                keys=[k.task, k.timer, k.inflight, k.stats, k.done, k.history],
+                args=[st.task_id, st.gen, st.now_ms, st.outcome, st.due_ms, self.retention_ms,
+                      "" if st.code is None else st.code, st.error or "",
+                      json.dumps(st.event, separators=(",", ":")) if st.event else "", HISTORY_MAX],
+                client=pipe)
+        return [bool(r) for r in pipe.execute()]
+
+
+def _dispatches(reply: list[t.Any]) -> list[Dispatch]:
+    return [Dispatch(reply[i], int(reply[i + 1]), int(float(reply[i + 2])), int(reply[i + 3]), reply[i + 4])
+            for i in range(0, len(reply), 5)]
+
+
+def _refusal(state: State) -> str:
+    if state is State.DELIVERING:
+        return "the task is being delivered right now; it can no longer be deleted"
+    return f"the task has already {state.value}; there is nothing left to delete"

@@ -1,0 +1,202 @@
+"""The Celery delivery task, and publishing its messages.
+
+A message says "deliver these tasks (id, generation), all of one topic and due
+together"; the store decides for each whether it still should (``claim``). One
+message carries up to :data:`MAX_BATCH` tasks because Celery's per-message cost
+(publish, receive, three task events, ack) dwarfs an HTTP POST on loopback:
+batching is what lets a worker outrun plain Celery (see docs/benchmarks.rst).
+The callbacks of one message are sent concurrently, so a slow receiver does not
+delay its neighbours.
+
+A failed attempt is retried after Celery's own exponential backoff
+(``celery.utils.time.get_exponential_backoff_interval`` with the task's
+``retry_backoff``/``retry_backoff_max``/``retry_jitter``, set from httpqueue's
+settings). The retry is *parked* in the store's timer rather than published as
+a long ETA message, so a backoff of days costs no worker memory and is never
+redelivered by kombu's ``visibility_timeout``. Celery's ``autoretry_for``
+covers what is retried as a whole message: the store being briefly unreachable
+before any callback was sent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as t
+
+from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
+
+from httpqueue import context, delivery, events
+from httpqueue.context import now_ms
+from httpqueue.exceptions import CallbackFailed, CallbackThrottled, StoreUnavailable, UnsafeCallbackError
+from httpqueue.store import Dispatch, Settlement, TaskRecord
+
+TASK_NAME = "httpqueue.deliver"
+
+MAX_BATCH = 32
+"""Most tasks one delivery message carries."""
+
+BATCH_WINDOW_MS = 2
+"""Tasks of one topic due within this many ms of each other share a message (they fire at the latest one's time)."""
+
+PUBLISH_BATCH = 512
+"""Broker commands pipelined per round trip when publishing many messages (kombu's Producer.batch)."""
+
+
+class DeliveryTask(Task):  # type: ignore[misc]
+    """Base class of the delivery task: httpqueue's retry policy on Celery's backoff formula."""
+
+    autoretry_for = (StoreUnavailable,)
+    max_retries = 8
+    acks_late = True
+    ignore_result = True
+
+    # Callback backoff, read from the settings when used (after the CLI applied its options).
+    @property
+    def retry_backoff(self) -> int:
+        return int(context.current().settings.retry_base)
+
+    @property
+    def retry_backoff_max(self) -> int:
+        return int(context.current().settings.retry_backoff_max)
+
+    @property
+    def retry_jitter(self) -> bool:
+        return bool(context.current().settings.retry_jitter)
+
+    def backoff_ms(self, retries: int) -> int:
+        """Wait before retry number ``retries + 1``: base x 2^retries seconds (Celery's formula)."""
+        return 1000 * get_exponential_backoff_interval(
+            factor=self.retry_backoff, retries=retries, maximum=self.retry_backoff_max,
+            full_jitter=self.retry_jitter)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The outcome of one callback attempt."""
+
+    task: TaskRecord
+    outcome: str  # succeeded | retrying | throttled | failed
+    started_ms: int
+    finished_ms: int
+    due_ms: int = 0
+    code: int | None = None
+    error: str | None = None
+    duration: float = 0.0
+
+
+from httpqueue.celeryapp import app  # noqa: E402  (circular: the app imports this module)
+
+
+@app.task(bind=True, base=DeliveryTask, name=TASK_NAME)
+def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> dict[str, int]:
+    """Attempt the callbacks of ``batch`` (``[task_id, generation]`` pairs) that are still current."""
+    ctx = context.current()
+    s = ctx.settings
+    lease_ms = int((s.callback_timeout + s.lease) * 1000)
+    tasks = ctx.store.claim_many([(str(i), int(g)) for i, g in batch], now_ms(), lease_ms)
+    if len(tasks) == 1:
+        results = [attempt(self, ctx, tasks[0])]
+    else:
+        results = list(ctx.executor.map(lambda task: attempt(self, ctx, task), tasks))
+    record(ctx, results)
+    summary = {"stale": len(batch) - len(tasks)}
+    for result in results:
+        summary[result.outcome] = summary.get(result.outcome, 0) + 1
+    return summary
+
+
+def attempt(task_cls: DeliveryTask, ctx: context.Context, task: TaskRecord) -> Result:
+    """POST one callback and decide what happens next; never raises for a receiver's fault."""
+    s = ctx.settings
+    started = now_ms()
+    try:
+        sent = delivery.send(ctx.session, task, task.attempts, timeout=s.callback_timeout,
+                             follow_redirects=s.follow_redirects, signer=ctx.signer)
+    except UnsafeCallbackError as exc:
+        return Result(task, "failed", started, now_ms(), error=f"refused: {exc}")
+    except CallbackThrottled as exc:
+        if task.throttles < s.throttle_limit:
+            finished = now_ms()
+            return Result(task, "throttled", started, finished, finished + throttle_wait_ms(exc, task, s),
+                          exc.code, str(exc), exc.duration)
+        return failed_or_retry(task_cls, task, started, CallbackFailed(
+            f"receiver answered code 101 {task.throttles + 1} times (limit {s.throttle_limit})",
+            code=101, duration=exc.duration))
+    except CallbackFailed as exc:
+        return failed_or_retry(task_cls, task, started, exc)
+    return Result(task, "succeeded", started, now_ms(), code=sent.code, duration=sent.duration)
+
+
+def failed_or_retry(task_cls: DeliveryTask, task: TaskRecord, started: int, exc: CallbackFailed) -> Result:
+    """A failed attempt: park the next one after the backoff, or fail for good when retries are spent."""
+    finished = now_ms()
+    if task.has_retry < task.max_retry:
+        return Result(task, "retrying", started, finished, finished + task_cls.backoff_ms(task.has_retry),
+                      exc.code, str(exc), exc.duration)
+    return Result(task, "failed", started, finished, 0, exc.code, str(exc), exc.duration)
+
+
+def throttle_wait_ms(exc: CallbackThrottled, task: TaskRecord, s: t.Any) -> int:
+    """Wait after code 101: the receiver's Retry-After, else base x 2^n; never above the cap."""
+    wanted = exc.retry_after if exc.retry_after is not None else s.retry_base * 2 ** task.throttles
+    return int(min(wanted, s.throttle_delay_max) * 1000)
+
+
+def record(ctx: context.Context, results: t.Sequence[Result]) -> None:
+    """Store every outcome with its history event in one round trip, and emit one event per attempt."""
+    if not results:
+        return
+    settlements = [Settlement(r.task.id, r.task.gen, r.finished_ms, r.outcome, r.due_ms, r.code, r.error,
+                              _history_event(r)) for r in results]
+    recorded = ctx.store.settle_many(settlements)
+    for result, ok in zip(results, recorded):
+        quiet = result.outcome in ("succeeded", "throttled")
+        events.emit("attempt", logging.INFO if quiet else logging.WARNING,
+                    task_id=result.task.id, topic=result.task.topic, attempt=result.task.attempts,
+                    outcome=result.outcome, answer=f'{{"code":{result.code}}}' if quiet else None,
+                    error=result.error, code=result.code, duration_ms=round(result.duration * 1000, 3),
+                    late_ms=result.started_ms - result.task.due_ms, next_attempt_ms=result.due_ms or None,
+                    recorded=ok)
+
+
+def _history_event(r: Result) -> dict[str, t.Any]:
+    event = {"event": "attempt", "t": r.started_ms, "n": r.task.attempts, "outcome": r.outcome,
+             "code": r.code, "ms": round(r.duration * 1000, 3), "error": r.error,
+             "late_ms": r.started_ms - r.task.due_ms}
+    if r.due_ms:
+        event["next"] = r.due_ms
+    return event
+
+
+def group_dispatches(dispatches: t.Iterable[Dispatch], window_ms: int = BATCH_WINDOW_MS,
+                     limit: int = MAX_BATCH) -> list[list[Dispatch]]:
+    """Split dispatches into messages: one topic each, due within ``window_ms``, at most ``limit``."""
+    groups: list[list[Dispatch]] = []
+    for d in sorted(dispatches, key=lambda d: (d.topic, d.due_ms)):
+        current = groups[-1] if groups else None
+        if (current and current[0].topic == d.topic and len(current) < limit
+                and d.due_ms - current[0].due_ms <= window_ms):
+            current.append(d)
+        else:
+            groups.append([d])
+    return groups
+
+
+def publish(dispatches: t.Iterable[Dispatch], clock_ms: int) -> int:
+    """Send the dispatches as delivery messages, each due ``due_ms - clock_ms`` from now.
+
+    The wait is relative to the caller's clock (not an absolute ETA), so a
+    promoter running on an injected clock in tests still publishes on time.
+    Returns the number of messages sent.
+    """
+    groups = group_dispatches(dispatches)
+    with app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH):
+        for group in groups:
+            first = group[0]
+            wait = (max(d.due_ms for d in group) - clock_ms) / 1000
+            message_id = f"{first.task_id}:{first.gen}" + (f"+{len(group) - 1}" if len(group) > 1 else "")
+            deliver.apply_async(
+                args=([[d.task_id, d.gen] for d in group],), kwargs={"topic": first.topic},
+                countdown=wait if wait > 0.001 else None, task_id=message_id, producer=producer)
+    return len(groups)

@@ -1,0 +1,138 @@
+"""The durable timer: long delays without waiting, racing promoters, Redis restarts.
+
+The promoter's clock and horizon are injectable, so a task due in 30 days is
+tested by running a promoter whose clock says it is 30 days later; the real
+worker then delivers it at once (messages carry a countdown relative to the
+promoter's clock).
+"""
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+
+import pytest
+
+from httpqueue.config import Settings
+from httpqueue.context import Context
+from httpqueue.embedded import EmbeddedRedis, free_port
+from httpqueue.promoter import Promoter
+from httpqueue.store import Dispatch, NewTask
+from tests.support.receiver import Receiver
+
+DAY = 86_400
+
+
+def test_a_task_thirty_days_out_fires_once_at_its_time(client: t.Any, app: t.Any, receiver: Receiver,
+                                                       topic: str, worker: t.Any) -> None:
+    from httpqueue.tasks import publish
+
+    created = client.post("/create", json={"topic": topic, "delay": 30 * DAY, "retry": 0,
+                                           "callback": receiver.url("/month")}).get_json()
+    store = app.extensions["httpqueue"].store
+    due = store.get(created["id"]).due_ms / 1000
+    promoted: list[Dispatch] = []
+
+    def recording_publish(batch: t.Sequence[Dispatch], clock_ms: int) -> int:
+        promoted.extend(batch)
+        return publish(batch, clock_ms)
+
+    early = Promoter(store, recording_publish, clock=lambda: due - 61)
+    early.run_pass()
+    assert created["id"] not in [d.task_id for d in promoted]        # not yet: outside the horizon
+    assert store.get(created["id"]).state.value == "scheduled"
+    late = Promoter(store, recording_publish, clock=lambda: due + 0.001)
+    late.run_pass()
+    late.run_pass()
+    assert [d.task_id for d in promoted].count(created["id"]) == 1
+    [request] = receiver.wait_task(created["id"])
+    assert request.headers["X-Httpqueue-Attempt"] == "1"
+
+
+def test_two_promoters_racing_hand_out_each_task_once(tmp_path: t.Any) -> None:
+    server = EmbeddedRedis(tmp_path / "r", port=free_port()).start()
+    try:
+        settings = Settings.load({"redis_url": server.url, "shards": 4, "promote_batch": 50,
+                                  "timer_horizon": 1}, environ={})
+        store = Context(settings).store
+        now = int(time.time() * 1000)
+        ids = [c.task_id for c in store.create_many(
+            [NewTask("race", "http://127.0.0.1:9/", i, now + 5_000 + i, 0) for i in range(2000)], now)]
+        handed: list[str] = []
+        lock = threading.Lock()
+
+        def collect(batch: t.Sequence[Dispatch], clock_ms: int) -> int:
+            with lock:
+                handed.extend(d.task_id for d in batch)
+            return len(batch)
+
+        clock = lambda: now / 1000 + 10  # noqa: E731 - everything is due
+        promoters = [Promoter(Context(settings).store, collect, clock=clock) for _ in range(4)]
+        threads = [threading.Thread(target=lambda p=p: [p.run_pass() for _ in range(15)]) for p in promoters]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(handed) == sorted(ids)
+        assert store.counts() == {("queued", "race"): 2000}
+    finally:
+        server.stop()
+
+
+def test_lease_expiry_reissues_with_a_new_generation(tmp_path: t.Any) -> None:
+    """A promoter that died after taking tasks (nothing published) loses nothing."""
+    server = EmbeddedRedis(tmp_path / "r", port=free_port()).start()
+    try:
+        settings = Settings.load({"redis_url": server.url, "shards": 2, "lease": 5}, environ={})
+        store = Context(settings).store
+        now = int(time.time() * 1000)
+        task_id = store.create(NewTask("lease", "http://127.0.0.1:9/", "x", now + 120_000, 0), now).task_id
+        shard = store.keys.shard_of(task_id)
+        [taken] = store.promote(shard, now + 100_000)           # then the promoter "dies"
+        assert store.reclaim(shard, now + 120_000 + 4_000) == []  # lease (5 s after due) still runs
+        [again] = store.reclaim(shard, now + 120_000 + 5_001)
+        assert again.task_id == task_id and again.gen == taken.gen + 1
+        assert store.claim(task_id, taken.gen, now + 125_100, 10_000) is None  # the old message is stale
+        assert store.claim(task_id, again.gen, now + 125_100, 10_000) is not None
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
+def test_parked_tasks_survive_a_redis_restart(tmp_path: t.Any, kill: bool) -> None:
+    server = EmbeddedRedis(tmp_path / "r", port=free_port()).start()
+    try:
+        settings = Settings.load({"redis_url": server.url, "shards": 2}, environ={})
+        store = Context(settings).store
+        now = int(time.time() * 1000)
+        ids = [c.task_id for c in store.create_many(
+            [NewTask("persist", "http://127.0.0.1:9/", i, now + DAY * 1000, 0) for i in range(500)], now)]
+        server.stop(kill=kill)
+        server.start()
+        fresh = Context(settings).store
+        assert fresh.counts() == {("scheduled", "persist"): 500}
+        handed = [d.task_id for shard in range(2) for d in fresh.promote(shard, now + DAY * 1000)]
+        assert sorted(handed) == sorted(ids)
+    finally:
+        server.stop()
+
+
+def test_deleted_and_finished_tasks_leave_nothing_after_retention(tmp_path: t.Any) -> None:
+    server = EmbeddedRedis(tmp_path / "r", port=free_port()).start()
+    try:
+        settings = Settings.load({"redis_url": server.url, "shards": 2, "retention": 60}, environ={})
+        store = Context(settings).store
+        now = int(time.time() * 1000)
+        parked = store.create(NewTask("gone", "http://127.0.0.1:9/", "x", now + DAY * 1000, 0), now).task_id
+        queued = store.create(NewTask("gone", "http://127.0.0.1:9/", "x", now + 10, 0), now)
+        store.delete(parked, now)
+        assert store.claim(queued.task_id, queued.dispatch.gen, now + 10, 10_000) is not None
+        store.settle(queued.task_id, queued.dispatch.gen, now + 20, "succeeded", code=100,
+                     event={"event": "attempt"})
+        assert sum(store.purge(s, now + 59_000) for s in range(2)) == 0
+        assert sum(store.purge(s, now + 61_000) for s in range(2)) == 2
+        leftovers = [k for k in store.redis.scan_iter("hq:*") if not k.endswith(":stats")]
+        assert leftovers == []
+        assert store.counts() == {}
+    finally:
+        server.stop()
