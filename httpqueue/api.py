@@ -19,6 +19,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from httpqueue import __version__, context, events, logs
+from httpqueue.api_topics import topics_blueprint
 from httpqueue.api_v1 import v1_blueprint
 from httpqueue.config import Settings
 from httpqueue.context import now_ms
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     schemas = Schemas(s)
     api.register_blueprint(seed_blueprint(schemas))
     api.register_blueprint(v1_blueprint(schemas, ApiBlueprint, create_task, create_batch, delete_task))
+    api.register_blueprint(topics_blueprint(ApiBlueprint, check_callback))
     _register_errors(app)
     return app
 
@@ -202,6 +204,10 @@ def _register_errors(app: Flask) -> None:
         fields = (getattr(exc, "data", None) or {}).get("messages", {})
         fields = fields.get("json", fields) if isinstance(fields, dict) else fields
         return _error(exc.code or 500, _message(exc, fields), fields or None)
+
+    @app.errorhandler(ValidationError)
+    def invalid(exc: ValidationError) -> t.Any:
+        return http_error(_invalid(exc))
 
     @app.errorhandler(TaskNotFound)
     def not_found(exc: TaskNotFound) -> t.Any:

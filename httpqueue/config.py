@@ -94,6 +94,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("promoter_interval", float, 0.25, "Seconds between two promoter passes in each worker."),
     Setting("promote_batch", int, 2000, "Most tasks one promoter pass moves from one shard."),
     Setting("lease", float, 30.0, "Seconds after its due time (or its attempt's timeout) before a task nobody completed is handed out again."),
+    # -- topics
+    Setting("dead_letter_retention", float, 30 * DAY, "How long tasks that failed for good stay in their topic's dead letters, in seconds."),
+    Setting("topic_wait", float, 0.2, "Seconds a task waits before trying again when its topic's concurrency limit is reached."),
+    Setting("breaker_threshold", int, 10, "Failed attempts in a row to one callback host that open its circuit (0: no circuit breaker)."),
+    Setting("breaker_cooldown", float, 30.0, "Seconds an opened circuit stays open before one probe attempt; doubled on each reopening."),
+    Setting("breaker_cooldown_max", float, 600.0, "Longest time a circuit stays open, in seconds."),
     # -- security and logs
     Setting("callback_allow", tuple, (), "Hosts or networks callbacks may reach although private or loopback (comma-separated; `*` allows all)."),
     Setting("follow_redirects", bool, False, "Follow HTTP redirects from callback receivers (each hop is checked like the first)."),

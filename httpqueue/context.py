@@ -55,7 +55,15 @@ class Context:
         return TaskStore(
             redis_client(self.redis_url, s.sentinel_master), self.keys,
             horizon_ms=int(s.timer_horizon * 1000), lease_ms=int(s.lease * 1000),
-            retention_ms=int(s.retention * 1000), batch=s.promote_batch)
+            retention_ms=int(s.retention * 1000), batch=s.promote_batch,
+            dead_retention_ms=int(s.dead_letter_retention * 1000))
+
+    @functools.cached_property
+    def topics(self) -> "TopicControls":
+        """Pause, limits, circuit breakers and dead letters of topics."""
+        from httpqueue.topics import TopicControls
+
+        return TopicControls(self.store, self.settings)
 
     @functools.cached_property
     def session(self) -> requests.Session:

@@ -76,6 +76,25 @@ def send(session: requests.Session, task: TaskRecord, attempt: int, *, timeout: 
         raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
 
 
+def notify(session: requests.Session, url: str, task: TaskRecord, document: t.Mapping[str, t.Any], *,
+           timeout: float, signer: Signer | None = None) -> Delivered:
+    """POST a failure notice about ``task``; any 2xx answer is success, anything else raises ``CallbackFailed``."""
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    headers = {**callback_headers(task, task.attempts, body, signer), "X-Httpqueue-Event": "failed"}
+    started = time.perf_counter()
+    try:
+        with session.post(url, data=body, headers=headers, timeout=(min(timeout, 5.0), timeout),
+                          allow_redirects=False, stream=True) as response:
+            response.raw.read(MAX_RESPONSE_BYTES)
+    except requests.RequestException as exc:
+        raise CallbackFailed(f"failure notice not delivered: {_reason(exc)}") from exc
+    duration = time.perf_counter() - started
+    if not 200 <= response.status_code < 300:
+        raise CallbackFailed(f"failure notice answered HTTP {response.status_code}", code=response.status_code,
+                             duration=duration)
+    return Delivered(code=response.status_code, duration=duration)
+
+
 def judge(status: int, raw: bytes, retry_after: str | None, duration: float) -> Delivered:
     """Decide success, throttling or failure from the receiver's answer (pure; unit-tested)."""
     try:

@@ -10,6 +10,7 @@ into ``shards`` parts that the promoter walks one by one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import zlib
 
 
@@ -53,9 +54,29 @@ class Keys:
         """Sorted set: ids of finished tasks, scored by the time they are purged (ms)."""
         return f"{self.tag(shard)}:done"
 
+    def held(self, shard: int) -> str:
+        """Sorted set: ids of tasks of paused topics, scored by their due time (ms), until resumed."""
+        return f"{self.tag(shard)}:held"
+
+    def dead(self, shard: int) -> str:
+        """Sorted set: ids of tasks that failed for good (dead letters), scored by their purge time (ms)."""
+        return f"{self.tag(shard)}:dead"
+
     def stats(self, shard: int) -> str:
         """Hash ``state|topic`` -> number of tasks of this shard in that state."""
         return f"{self.tag(shard)}:stats"
+
+    def topic_tag(self, topic: str) -> str:
+        """Hash tag of one topic's control keys: a digest, so any topic name (even with braces) is safe."""
+        return f"{self.prefix}:{{tq:{hashlib.sha1(topic.encode()).hexdigest()[:16]}}}"
+
+    def for_topic(self, topic: str) -> TopicKeys:
+        tag = self.topic_tag(topic)
+        return TopicKeys(config=f"{tag}:cfg", running=f"{tag}:running", rate=f"{tag}:rate", breaker=f"{tag}:breaker")
+
+    def topics(self) -> str:
+        """Set of topics that have settings (pause, limits). Touched only when settings change."""
+        return f"{self.prefix}:topics"
 
     def worker_heartbeat(self, name: str) -> str:
         """String with an expiry that says a worker's promoter is alive (no hash tag needed)."""
@@ -66,6 +87,7 @@ class Keys:
         return TaskKeys(
             task=self.task(task_id), timer=self.timer(shard), inflight=self.inflight(shard),
             done=self.done(shard), stats=self.stats(shard), history=self.history(task_id),
+            held=self.held(shard), dead=self.dead(shard),
         )
 
 
@@ -79,3 +101,21 @@ class TaskKeys:
     done: str
     stats: str
     history: str
+    held: str
+    dead: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicKeys:
+    """The keys of one topic's controls, all under the topic's own hash tag.
+
+    ``config``: hash of settings (paused, rate, concurrency, failure callback);
+    ``running``: sorted set of attempts in flight, scored by lease expiry (ms);
+    ``rate``: the GCRA theoretical arrival time (ms); ``breaker``: per callback
+    host, consecutive failures and open-until time.
+    """
+
+    config: str
+    running: str
+    rate: str
+    breaker: str

@@ -37,6 +37,7 @@ FIELDS = {
     "st": "state", "gen": "generation of the current message", "at": "attempts started",
     "le": "last error", "lc": "last response code", "th": "code-101 answers", "fin": "finish time",
     "lost": "attempts lost by dead workers", "opt": "delivery options (JSON)",
+    "sl": "reserved rate-limit slot (ms)", "fnd": "failure notification sent",
 }
 
 HISTORY_MAX = 50
@@ -122,6 +123,7 @@ class TaskRecord:
     last_code: int | None = None
     finished_ms: int | None = None
     options: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+    slot_ms: int | None = None
 
     @classmethod
     def from_hash(cls, task_id: str, h: t.Mapping[str, str]) -> TaskRecord:
@@ -133,6 +135,7 @@ class TaskRecord:
             has_retry=num("hr"), attempts=num("at"), gen=num("gen"), throttles=num("th"),
             last_error=h.get("le"), last_code=int(h["lc"]) if h.get("lc") else None,
             finished_ms=num("fin") if "fin" in h else None, options=json.loads(h.get("opt") or "{}"),
+            slot_ms=num("sl") if h.get("sl") else None,
         )
 
     def to_api(self) -> dict[str, t.Any]:
@@ -162,6 +165,7 @@ class Settlement:
     code: int | None = None
     error: str | None = None
     event: t.Mapping[str, t.Any] | None = None
+    slot_ms: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +187,9 @@ class Page:
 LIST_SOURCES = (
     ("inflight", {State.QUEUED, State.DELIVERING}),
     ("timer", {State.SCHEDULED, State.RETRYING}),
-    ("done", {State.SUCCEEDED, State.FAILED, State.DELETED}),
+    ("held", {State.SCHEDULED, State.RETRYING}),
+    ("dead", {State.FAILED}),
+    ("done", {State.SUCCEEDED, State.DELETED}),
 )
 
 
@@ -221,12 +227,13 @@ class TaskStore:
     """Task metadata and timers in one Redis (or one Redis Cluster, by hash tags)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, horizon_ms: int, lease_ms: int,
-                 retention_ms: int, batch: int = 2000) -> None:
+                 retention_ms: int, batch: int = 2000, dead_retention_ms: int | None = None) -> None:
         self.redis = client
         self.keys = keys
         self.horizon_ms = horizon_ms
         self.lease_ms = lease_ms
         self.retention_ms = retention_ms
+        self.dead_retention_ms = retention_ms if dead_retention_ms is None else dead_retention_ms
         self.batch = batch
         self._scripts = {name: client.register_script(_script(name)) for name in
                          ("create", "promote", "reclaim", "claim", "settle", "delete", "purge", "requeue", "listing")}
@@ -285,13 +292,13 @@ class TaskStore:
         return [{"event": "created", "t": record.created_ms, "due": record.execute_ms}, *events]
 
     @translate_errors
-    def delete(self, task_id: str, now_ms: int) -> Changed:
-        """Cancel a pending task. Deleting twice is not an error."""
+    def delete(self, task_id: str, now_ms: int, *, dismiss_failed: bool = False) -> Changed:
+        """Cancel a pending task (or, with ``dismiss_failed``, remove a dead letter). Deleting twice is not an error."""
         k = self.keys.for_task(task_id)
         event = json.dumps({"event": "deleted", "t": now_ms})
         reply = self._scripts["delete"](
-            keys=[k.task, k.timer, k.inflight, k.stats, k.done, k.history],
-            args=[task_id, now_ms, self.retention_ms, event, HISTORY_MAX])
+            keys=[k.task, k.timer, k.inflight, k.stats, k.done, k.history, k.held, k.dead],
+            args=[task_id, now_ms, self.retention_ms, event, HISTORY_MAX, 1 if dismiss_failed else 0])
         if reply[0] == "missing":
             raise TaskNotFound(f"no task with id {task_id}")
         state = State(reply[1])
@@ -304,7 +311,7 @@ class TaskStore:
         """Attempt a failed, scheduled or retrying task now (the dashboard's "retry now")."""
         k = self.keys.for_task(task_id)
         event = json.dumps({"event": "requeued", "t": now_ms})
-        reply = self._scripts["requeue"](keys=[k.task, k.timer, k.done, k.stats, k.history],
+        reply = self._scripts["requeue"](keys=[k.task, k.timer, k.done, k.stats, k.history, k.held, k.dead],
                                          args=[task_id, now_ms, event, HISTORY_MAX])
         if reply[0] == "missing":
             raise TaskNotFound(f"no task with id {task_id}")
@@ -330,7 +337,7 @@ class TaskStore:
             reply = self._scripts["listing"](
                 keys=[getattr(self.keys, name)(where.shard)],
                 args=[where.offset, scan, self.keys.task_prefix(where.shard), state.value if state else "",
-                      topic or "", 1 if name == "done" else 0, limit - len(ids)])
+                      topic or "", 1 if name in ("done", "dead") else 0, limit - len(ids)])
             budget -= scan
             ids += reply[1:]
             where = where.next(int(reply[0]), self.keys.shards)
@@ -358,6 +365,14 @@ class TaskStore:
         return {k: v for k, v in totals.items() if v}
 
     @translate_errors
+    def mark_notified(self, task_id: str, now_ms: int, check_only: bool = False) -> bool:
+        """Whether the failure notice of ``task_id`` is still to send; without ``check_only``, mark it sent."""
+        key = self.keys.task(task_id)
+        if check_only:
+            return not self.redis.hexists(key, "fnd")
+        return bool(self.redis.hsetnx(key, "fnd", now_ms))
+
+    @translate_errors
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
@@ -376,17 +391,18 @@ class TaskStore:
     def reclaim(self, shard: int, now_ms: int) -> list[Dispatch]:
         """Re-issue the tasks of ``shard`` whose lease ran out."""
         reply = self._scripts["reclaim"](
-            keys=[self.keys.inflight(shard), self.keys.stats(shard), self.keys.done(shard)],
+            keys=[self.keys.inflight(shard), self.keys.stats(shard), self.keys.dead(shard)],
             args=[now_ms, self.lease_ms, self.batch, self.keys.task_prefix(shard),
-                  self.keys.history_prefix(shard), HISTORY_MAX, MAX_LOST, self.retention_ms])
+                  self.keys.history_prefix(shard), HISTORY_MAX, MAX_LOST, self.dead_retention_ms])
         return _dispatches(reply)
 
     @translate_errors
     def purge(self, shard: int, now_ms: int) -> int:
-        """Forget the tasks of ``shard`` whose retention has passed."""
-        return int(self._scripts["purge"](
-            keys=[self.keys.done(shard), self.keys.stats(shard)],
+        """Forget the finished tasks and dead letters of ``shard`` whose retention has passed."""
+        return sum(int(self._scripts["purge"](
+            keys=[zset, self.keys.stats(shard)],
             args=[now_ms, self.batch, self.keys.task_prefix(shard), self.keys.history_prefix(shard)]))
+            for zset in (self.keys.done(shard), self.keys.dead(shard)))
 
     @translate_errors
     def next_due_ms(self, shard: int) -> int | None:
@@ -423,18 +439,22 @@ class TaskStore:
         return self.settle_many([Settlement(task_id, gen, now_ms, outcome, due_ms, code, error, event)])[0]
 
     @translate_errors
-    def settle_many(self, settlements: t.Sequence[Settlement]) -> list[bool]:
-        """Record several outcomes in one round trip."""
+    def settle_many(self, settlements: t.Sequence[Settlement],
+                    also: t.Callable[[t.Any], None] | None = None) -> list[bool]:
+        """Record several outcomes in one round trip; ``also(pipe)`` may queue more commands (topic controls)."""
         pipe = self.redis.pipeline(transaction=False)
         for st in settlements:
             k = self.keys.for_task(st.task_id)
             self._scripts["settle"](
-                keys=[k.task, k.timer, k.inflight, k.stats, k.done, k.history],
+                keys=[k.task, k.timer, k.inflight, k.stats, k.done, k.history, k.held, k.dead],
                 args=[st.task_id, st.gen, st.now_ms, st.outcome, st.due_ms, self.retention_ms,
                       "" if st.code is None else st.code, st.error or "",
-                      json.dumps(st.event, separators=(",", ":")) if st.event else "", HISTORY_MAX],
+                      json.dumps(st.event, separators=(",", ":")) if st.event else "", HISTORY_MAX,
+                      self.dead_retention_ms, "" if st.slot_ms is None else st.slot_ms],
                 client=pipe)
-        return [bool(r) for r in pipe.execute()]
+        if also is not None:
+            also(pipe)
+        return [bool(r) for r in pipe.execute()[:len(settlements)]]
 
 
 def _dispatches(reply: list[t.Any]) -> list[Dispatch]:

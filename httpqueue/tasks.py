@@ -30,6 +30,7 @@ from httpqueue import context, delivery, events
 from httpqueue.context import now_ms
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled, StoreUnavailable, UnsafeCallbackError
 from httpqueue.store import Dispatch, Settlement, TaskRecord
+from httpqueue.topics import Verdict, host_of
 
 TASK_NAME = "httpqueue.deliver"
 
@@ -76,13 +77,14 @@ class Result:
     """The outcome of one callback attempt."""
 
     task: TaskRecord
-    outcome: str  # succeeded | retrying | throttled | failed
+    outcome: str  # succeeded | retrying | throttled | failed, or not attempted: deferred | held
     started_ms: int
     finished_ms: int
     due_ms: int = 0
     code: int | None = None
     error: str | None = None
     duration: float = 0.0
+    slot_ms: int | None = None
 
 
 from httpqueue.celeryapp import app  # noqa: E402  (circular: the app imports this module)
@@ -90,20 +92,42 @@ from httpqueue.celeryapp import app  # noqa: E402  (circular: the app imports th
 
 @app.task(bind=True, base=DeliveryTask, name=TASK_NAME)
 def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> dict[str, int]:
-    """Attempt the callbacks of ``batch`` (``[task_id, generation]`` pairs) that are still current."""
+    """Attempt the callbacks of ``batch`` (``[task_id, generation]`` pairs) that are still current.
+
+    Claimed tasks pass their topic's admission (pause, limits, circuit
+    breaker; see :mod:`httpqueue.topics`) before any callback is sent; those
+    turned away go back to the timer without counting as an attempt.
+    """
     ctx = context.current()
     s = ctx.settings
     lease_ms = int((s.callback_timeout + s.lease) * 1000)
     tasks = ctx.store.claim_many([(str(i), int(g)) for i, g in batch], now_ms(), lease_ms)
-    if len(tasks) == 1:
-        results = [attempt(self, ctx, tasks[0])]
-    else:
-        results = list(ctx.executor.map(lambda task: attempt(self, ctx, task), tasks))
-    record(ctx, results)
     summary = {"stale": len(batch) - len(tasks)}
+    if not tasks:
+        return summary
+    admission = ctx.topics.admit(topic, tasks, now_ms())
+    go = [task for task, v in zip(tasks, admission.verdicts) if v.action == "go"]
+    results = [_turned_away(task, v) for task, v in zip(tasks, admission.verdicts) if v.action != "go"]
+    if len(go) == 1:
+        results.append(attempt(self, ctx, go[0]))
+    elif go:
+        results += ctx.executor.map(lambda task: attempt(self, ctx, task), go)
+    record(ctx, topic, results, admission.failure_callback)
     for result in results:
         summary[result.outcome] = summary.get(result.outcome, 0) + 1
     return summary
+
+
+def _turned_away(task: TaskRecord, verdict: Verdict) -> Result:
+    """A task its topic did not admit: held while paused, or deferred to ``until_ms``."""
+    now = now_ms()
+    if verdict.action == "held":
+        return Result(task, "held", now, now, error="topic paused")
+    return Result(task, "deferred", now, now, verdict.until_ms, error=DEFER_REASONS[verdict.action],
+                  slot_ms=verdict.until_ms if verdict.action == "slot" else None)
+
+
+DEFER_REASONS = {"slot": "rate limit", "open": "circuit open", "wait": "concurrency limit"}
 
 
 def attempt(task_cls: DeliveryTask, ctx: context.Context, task: TaskRecord) -> Result:
@@ -143,14 +167,30 @@ def throttle_wait_ms(exc: CallbackThrottled, task: TaskRecord, s: t.Any) -> int:
     return int(min(wanted, s.throttle_delay_max) * 1000)
 
 
-def record(ctx: context.Context, results: t.Sequence[Result]) -> None:
-    """Store every outcome with its history event in one round trip, and emit one event per attempt."""
+ATTEMPTED = ("succeeded", "retrying", "throttled", "failed")
+
+
+def record(ctx: context.Context, topic: str, results: t.Sequence[Result],
+           failure_callback: str | None = None) -> None:
+    """Store every outcome with its history event, and the topic's bookkeeping, in one round trip.
+
+    Then emit one event per attempt (and one per message for tasks turned
+    away), and ask for the failure notification of tasks that failed for good.
+    """
     if not results:
         return
+    now = now_ms()
     settlements = [Settlement(r.task.id, r.task.gen, r.finished_ms, r.outcome, r.due_ms, r.code, r.error,
-                              _history_event(r)) for r in results]
-    recorded = ctx.store.settle_many(settlements)
+                              _history_event(r), r.slot_ms) for r in results]
+    outcomes = [(r.task.id, host_of(r.task.callback), _breaker_result(r)) for r in results
+                if r.outcome in ATTEMPTED]
+    finished: list[t.Any] = []
+    recorded = ctx.store.settle_many(
+        settlements, also=lambda pipe: finished.append(ctx.topics.finish(topic, outcomes, now, client=pipe))
+        if outcomes else None)
     for result, ok in zip(results, recorded):
+        if result.outcome not in ATTEMPTED:
+            continue
         quiet = result.outcome in ("succeeded", "throttled")
         events.emit("attempt", logging.INFO if quiet else logging.WARNING,
                     task_id=result.task.id, topic=result.task.topic, attempt=result.task.attempts,
@@ -158,15 +198,75 @@ def record(ctx: context.Context, results: t.Sequence[Result]) -> None:
                     error=result.error, code=result.code, duration_ms=round(result.duration * 1000, 3),
                     late_ms=result.started_ms - result.task.due_ms, next_attempt_ms=result.due_ms or None,
                     recorded=ok)
+        if ok and result.outcome == "failed":
+            _notify_failure(result.task, failure_callback)
+    turned_away = [r for r in results if r.outcome not in ATTEMPTED]
+    if turned_away:
+        events.emit("deferred", logging.DEBUG, topic=topic, count=len(turned_away),
+                    held=sum(r.outcome == "held" for r in turned_away))
 
 
-def _history_event(r: Result) -> dict[str, t.Any]:
+def _breaker_result(r: Result) -> str:
+    """How an attempt counts for its host's circuit: a success closes it, a code 101 is neutral."""
+    if r.outcome == "succeeded":
+        return "ok"
+    return "skip" if r.outcome == "throttled" else "fail"
+
+
+def _history_event(r: Result) -> dict[str, t.Any] | None:
+    if r.outcome not in ATTEMPTED:
+        # waits for a concurrency place can repeat many times: not worth a history entry each
+        if r.error == DEFER_REASONS["wait"]:
+            return None
+        return {"event": r.outcome, "t": r.started_ms, "reason": r.error, **({"until": r.due_ms} if r.due_ms else {})}
     event = {"event": "attempt", "t": r.started_ms, "n": r.task.attempts, "outcome": r.outcome,
              "code": r.code, "ms": round(r.duration * 1000, 3), "error": r.error,
              "late_ms": r.started_ms - r.task.due_ms}
     if r.due_ms:
         event["next"] = r.due_ms
     return event
+
+
+NOTIFY_NAME = "httpqueue.notify_failure"
+
+
+def _notify_failure(task: TaskRecord, topic_url: str | None) -> None:
+    """Ask for the failure notification of a task that failed for good, if it or its topic has a URL."""
+    url = (task.options or {}).get("failure_callback") or topic_url
+    if not url:
+        return
+    try:
+        notify_failure.apply_async(args=(task.id, url))
+    except Exception as exc:  # the failure itself is recorded; only the notice is lost
+        events.emit("notify_failed", logging.WARNING, task_id=task.id, topic=task.topic, error=str(exc)[:300])
+
+
+@app.task(bind=True, name=NOTIFY_NAME, autoretry_for=(CallbackFailed, StoreUnavailable), retry_backoff=True,
+          retry_backoff_max=600, max_retries=8, acks_late=True, ignore_result=True)
+def notify_failure(self: Task, task_id: str, url: str) -> str:
+    """POST a failed task's final state once to its failure-callback URL (any 2xx answer counts).
+
+    A plain Celery task with ``autoretry_for``: a receiver that is down gets
+    the notice later, with Celery's exponential backoff. The task's ``fnd``
+    field records that it was sent, so a redelivered message sends nothing.
+    """
+    ctx = context.current()
+    task = ctx.store.get(task_id)
+    if not ctx.store.mark_notified(task_id, now_ms(), check_only=True):
+        return "already sent"
+    body = {"id": task.id, "topic": task.topic, "content": task.content, "state": task.state.value,
+            "attempts": task.attempts, "last_error": task.last_error, "last_code": task.last_code,
+            "finished_time_ms": task.finished_ms}
+    try:
+        sent = delivery.notify(ctx.session, url, task, body, timeout=ctx.settings.callback_timeout,
+                               signer=ctx.signer)
+    except UnsafeCallbackError as exc:  # the guard refuses the address: retrying cannot help
+        events.emit("notify_failed", logging.WARNING, task_id=task.id, topic=task.topic, error=f"refused: {exc}")
+        return "refused"
+    ctx.store.mark_notified(task_id, now_ms())
+    events.emit("failure_notified", task_id=task.id, topic=task.topic, code=sent.code,
+                duration_ms=round(sent.duration * 1000, 3))
+    return "sent"
 
 
 def group_dispatches(dispatches: t.Iterable[Dispatch], window_ms: int = BATCH_WINDOW_MS,

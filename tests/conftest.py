@@ -29,6 +29,9 @@ TEST_SETTINGS: dict[str, t.Any] = {
     "throttle_delay_max": 3.0,
     "shards": 4,
     "worker_concurrency": 8,
+    "breaker_threshold": 5,
+    "breaker_cooldown": 1.5,
+    "topic_wait": 0.1,
 }
 
 

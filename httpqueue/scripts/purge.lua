@@ -1,6 +1,7 @@
--- purge: remove finished tasks whose retention has passed, with their history,
+-- purge: remove tasks whose retention has passed from one of a shard's sorted
+-- sets scored by purge time ("done" or the dead letters), with their history,
 -- and take them out of the per-state counts in the same step.
--- KEYS: done, stats
+-- KEYS: done or dead, stats
 -- ARGV: now, limit, task_prefix, history_prefix
 -- Returns the number of tasks removed.
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))

@@ -3,7 +3,7 @@
 -- The generation is bumped in the same step, so the old message, should it ever
 -- run, is refused by claim: the task fires once. A task lost this way more than
 -- max_lost times fails for good instead of looping.
--- KEYS: inflight, stats, done
+-- KEYS: inflight, stats, dead (tasks lost too often become dead letters)
 -- ARGV: now, lease, limit, task_prefix, history_prefix, histmax, max_lost, retention
 -- Returns a flat list id, gen, due, has_retry, topic of the tasks to publish again.
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])

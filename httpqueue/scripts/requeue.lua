@@ -1,8 +1,9 @@
--- requeue: run a task again now, by hand (dashboard "retry now", replay). A failed
--- task gets one more attempt (it keeps its retry count, so a new failure fails it
--- again); a scheduled or retrying one is moved to the front of the timer. The
--- state change and the timer entry are made together, so the promoter sees both.
--- KEYS: task, timer, done, stats, history
+-- requeue: run a task again now, by hand (dashboard "retry now", dead-letter
+-- replay). A failed task gets one more attempt (it keeps its retry count, so a
+-- new failure fails it again) and leaves the dead letters; a scheduled,
+-- retrying or held one is moved to the front of the timer. The state change and
+-- the timer entry are made together, so the promoter sees both.
+-- KEYS: task, timer, done, stats, history, held, dead
 -- ARGV: id, now, event, histmax
 -- Returns {'requeued', previous_state} or {'refused', state} or {'missing'}.
 local id, now = ARGV[1], tonumber(ARGV[2])
@@ -11,9 +12,11 @@ if not f[1] then return {'missing'} end
 if f[1] ~= 'failed' and f[1] ~= 'scheduled' and f[1] ~= 'retrying' then return {'refused', f[1]} end
 if f[1] == 'failed' then
   redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[7], id)
   redis.call('HDEL', KEYS[1], 'fin')
   redis.call('HSET', KEYS[1], 'lost', 0)
 end
+redis.call('ZREM', KEYS[6], id)
 local state = f[1] == 'scheduled' and 'scheduled' or 'retrying'
 redis.call('HSET', KEYS[1], 'st', state, 'due', now)
 redis.call('ZADD', KEYS[2], now, id)
