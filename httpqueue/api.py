@@ -18,12 +18,13 @@ from marshmallow import ValidationError
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from httpqueue import __version__, context, events, logs
+from httpqueue import __version__, auth, context, events, logs
 from httpqueue.api_topics import topics_blueprint
 from httpqueue.api_v1 import v1_blueprint
 from httpqueue.config import Settings
 from httpqueue.context import now_ms
 from httpqueue.exceptions import StoreUnavailable, TaskConflict, TaskNotFound, UnsafeCallbackError
+from httpqueue.ssrf import check_url, redact_url
 from httpqueue.schemas import ApiErrorSchema, CreatedSchema, DeletedSchema, Schemas, TaskSchema
 from httpqueue.store import NewTask
 
@@ -66,7 +67,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(v1_blueprint(schemas, ApiBlueprint, create_task, create_batch, delete_task))
     api.register_blueprint(topics_blueprint(ApiBlueprint, check_callback))
     _register_errors(app)
+    auth.install(app, s.api_tokens, _unauthorized)
     return app
+
+
+def _unauthorized(message: str) -> t.Any:
+    response = _error(401, message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="httpqueue"'
+    return response
 
 
 def _ctx() -> context.Context:
@@ -137,11 +145,9 @@ def new_task(body: t.Mapping[str, t.Any], now: int) -> NewTask:
 
 
 def check_callback(url: str) -> None:
-    from httpqueue.ssrf import CallbackPolicy, check_url
-
-    policy = CallbackPolicy.from_strings(_ctx().settings.callback_allow)
+    """The SSRF guard's create-time check (the worker checks again when it connects)."""
     try:
-        check_url(url, policy)
+        check_url(url, _ctx().callback_policy)
     except UnsafeCallbackError as exc:
         raise ValidationError({"callback": [str(exc)]}) from None
 
@@ -157,7 +163,7 @@ def create_task(body: t.Mapping[str, t.Any]) -> str:
     created = _ctx().store.create(task, now)
     _publish_created([created.dispatch] if created.dispatch else [], now, publish)
     events.emit("create", task_id=created.task_id, topic=task.topic, due_ms=task.due_ms,
-               max_retry=task.max_retry, callback=task.callback)
+               max_retry=task.max_retry, callback=redact_url(task.callback))
     return created.task_id
 
 
@@ -177,7 +183,7 @@ def create_batch(items: list[dict[str, t.Any]], schemas: Schemas) -> list[dict[s
     for (index, task), c in zip(valid, created):
         results[index] = {"id": c.task_id}
         events.emit("create", task_id=c.task_id, topic=task.topic, due_ms=task.due_ms,
-                    max_retry=task.max_retry, callback=task.callback)
+                    max_retry=task.max_retry, callback=redact_url(task.callback))
     _publish_created([c.dispatch for c in created if c.dispatch], now, publish)
     return results
 

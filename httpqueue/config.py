@@ -161,6 +161,12 @@ class Settings:
             raise ConfigError("retry_base must be at least 1 second (Celery's backoff works in whole seconds)")
         if self.worker_pool not in {"threads", "prefork", "solo"}:
             raise ConfigError("worker_pool must be threads, prefork or solo")
+        if self.log_format not in {"text", "json"}:
+            raise ConfigError("log_format must be text or json")
+        from httpqueue.signing import parse_secret
+
+        for secret in self.signing_secrets:
+            parse_secret(secret)
 
     @property
     def store_url(self) -> str:

@@ -1,45 +1,260 @@
-"""TEMPORARY minimal SSRF guard (being replaced by the full module)."""
+"""The SSRF guard: callbacks go only where they may.
+
+Clients choose the callback URL, so without a guard httpqueue would POST on
+their behalf to its own Redis, to a cloud metadata service or to anything on
+the private network. The guard refuses, unless the allow-list opens them:
+
+* addresses that are not globally routable (loopback, private, link-local,
+  CGNAT, unspecified, reserved, documentation ranges), multicast, and the
+  cloud metadata addresses;
+* IPv6 forms that carry such an IPv4 address (``::ffff:127.0.0.1``, the
+  IPv4-compatible ``::127.0.0.1``, 6to4 ``2002::/16``, NAT64 ``64:ff9b::/96``);
+* IPv4 written the ways the C resolver accepts (``2130706433``,
+  ``0177.0.0.1``, ``0x7f.1``, ``127.1``), read as the address they mean.
+
+It checks twice. At create time (:func:`check_url`) every address the host
+name resolves to must be allowed, so the client gets a 400 at once. At
+delivery time the connection itself resolves the name once, checks each
+address and connects to the checked one (:func:`guarded_session`), so a name
+whose DNS answer changed since (DNS rebinding) is refused too; TLS still
+verifies the certificate against the host name. Every redirect hop, when
+redirects are followed at all, opens its connection the same way.
+
+``requests-hardened`` was considered: it checks only the first resolved
+address and can allow loopback but not chosen hosts or networks, which the
+``callback_allow`` setting needs.
+"""
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 import typing as t
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from httpqueue.exceptions import UnsafeCallbackError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = t.Callable[[str, int], list[str]]
+
+#: Refused although some are nominally global: cloud metadata, NAT64, 6to4 relays, CGNAT.
+ALWAYS_BLOCKED = tuple(ipaddress.ip_network(n) for n in (
+    "169.254.169.254/32", "fd00:ec2::254/128", "100.64.0.0/10", "192.0.0.0/24", "192.88.99.0/24",
+    "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "5f00::/16",
+))
+
+SCHEMES = ("http", "https")
 
 
 @dataclasses.dataclass(frozen=True)
 class CallbackPolicy:
-    allow: tuple[t.Any, ...] = ()
+    """Which callback destinations are opened despite the guard (the ``callback_allow`` setting)."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    hosts: tuple[str, ...] = ()
     allow_all: bool = False
 
     @classmethod
-    def from_strings(cls, items: t.Iterable[str]) -> "CallbackPolicy":
-        items = [i for i in items if i.strip()]
-        if "*" in items:
-            return cls((), True)
-        return cls(tuple(ipaddress.ip_network(i, strict=False) for i in items))
+    def from_strings(cls, items: t.Iterable[str]) -> CallbackPolicy:
+        """Parse entries: ``*``, IP addresses, CIDR networks, host names, ``*.example.com``."""
+        networks: list[IPNetwork] = []
+        hosts: list[str] = []
+        for raw in items:
+            item = raw.strip().lower()
+            if not item:
+                continue
+            if item == "*":
+                return cls(allow_all=True)
+            try:
+                networks.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+            except ValueError:
+                hosts.append(item.rstrip("."))
+        return cls(tuple(networks), tuple(hosts))
+
+    def allows_host(self, host: str) -> bool:
+        """Whether the host name itself is opened (exact name, or a ``*.`` suffix entry)."""
+        host = host.lower().rstrip(".")
+        return self.allow_all or any(
+            host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in self.hosts)
+
+    def allows_ip(self, ip: IPAddress) -> bool:
+        return self.allow_all or any(ip in net for net in self.networks if net.version == ip.version)
 
 
-def check_url(url: str, policy: CallbackPolicy, resolve: bool = True) -> None:
-    from urllib.parse import urlsplit
-    host = urlsplit(url).hostname or ""
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, compatible, 6to4, NAT64), if any."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    packed = ip.packed
+    if packed[:12] == bytes(12) and packed[12:] not in (bytes(4), b"\x00\x00\x00\x01"):
+        return ipaddress.IPv4Address(packed[12:])  # IPv4-compatible ::a.b.c.d
+    if ip in ipaddress.ip_network("64:ff9b::/96"):
+        return ipaddress.IPv4Address(packed[12:])
+    return None
+
+
+def blocked_reason(ip: IPAddress) -> str | None:
+    """Why ``ip`` may not receive callbacks, or ``None`` if it may (pure; unit-tested)."""
+    inner = embedded_ipv4(ip)
+    if inner is not None:
+        reason = blocked_reason(inner)
+        if reason:
+            return f"{reason} (carried in {ip})"
+    if any(ip in net for net in ALWAYS_BLOCKED if net.version == ip.version):
+        return "a metadata, translation or shared address"
+    for name, flag in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
+                       ("multicast", ip.is_multicast), ("unspecified", ip.is_unspecified),
+                       ("reserved", ip.is_reserved), ("private", ip.is_private)):
+        if flag:
+            return f"{'an' if name[0] in 'aeiou' else 'a'} {name} address"
+    if not ip.is_global:
+        return "not a globally routable address"
+    return None
+
+
+def literal_ip(host: str) -> IPAddress | None:
+    """The address a host written as an IP literal means, in any form the C resolver accepts."""
+    host = host.strip("[]")
     try:
-        ip = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host.split("%")[0])
     except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefx." for c in host.lower()):
+        try:  # decimal, octal, hex and short forms: 2130706433, 0177.0.0.1, 0x7f.1, 127.1
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (as the connection would see them)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]).split("%")[0] for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+
+
+def check_ip(ip: IPAddress, host: str, policy: CallbackPolicy) -> None:
+    if policy.allows_ip(ip):
         return
-    if policy.allow_all or any(ip in n for n in policy.allow):
+    reason = blocked_reason(ip)
+    if reason:
+        shown = host if host.strip("[]") == str(ip) else f"{host} ({ip})"
+        raise UnsafeCallbackError(f"callback host {shown} is {reason}; callbacks there are refused "
+                                  "(open it with HTTPQUEUE_CALLBACK_ALLOW)")
+
+
+def check_url(url: str, policy: CallbackPolicy, resolve: bool = True,
+              resolver: Resolver = system_resolver) -> None:
+    """Refuse a callback URL whose scheme, credentials or addresses are not allowed."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in SCHEMES:
+        raise UnsafeCallbackError(f"callback scheme {parts.scheme!r} is not allowed; use http or https")
+    host = parts.hostname or ""
+    if not host:
+        raise UnsafeCallbackError("callback URL has no host")
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        raise UnsafeCallbackError("callback URL has an invalid port") from None
+    if policy.allows_host(host):
         return
-    if ip.is_private or ip.is_loopback or ip.is_link_local:
-        raise UnsafeCallbackError(f"callback host {host} is a private address")
+    ip = literal_ip(host)
+    if ip is not None:
+        check_ip(ip, host, policy)
+        return
+    if not resolve:
+        return
+    try:
+        addresses = resolver(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise UnsafeCallbackError(f"callback host {host} does not resolve: {exc}") from None
+    if not addresses:
+        raise UnsafeCallbackError(f"callback host {host} does not resolve")
+    for address in addresses:
+        check_ip(ipaddress.ip_address(address), host, policy)
+
+
+def safe_addresses(host: str, port: int, policy: CallbackPolicy, resolver: Resolver = system_resolver) -> list[str]:
+    """The addresses to connect to for ``host``: all checked, or :class:`UnsafeCallbackError`."""
+    if policy.allows_host(host):
+        return resolver(host, port)
+    ip = literal_ip(host)
+    addresses = [str(ip)] if ip is not None else resolver(host, port)
+    for address in addresses:
+        check_ip(ipaddress.ip_address(address), host, policy)
+    return addresses
+
+
+class _GuardedConnection:
+    """Mixin for urllib3 connections: resolve once, check, connect to the checked address."""
+
+    policy: CallbackPolicy = CallbackPolicy()
+
+    def _new_conn(self) -> socket.socket:
+        conn = t.cast(HTTPConnection, self)
+        addresses = safe_addresses(conn._dns_host, conn.port, self.policy)  # type: ignore[attr-defined]
+        original = conn._dns_host  # type: ignore[attr-defined]
+        last: Exception | None = None
+        for address in addresses:
+            conn._dns_host = address  # type: ignore[attr-defined]
+            try:
+                return super()._new_conn()  # type: ignore[misc,no-any-return]
+            except Exception as exc:  # try the next checked address, as create_connection would
+                last = exc
+            finally:
+                conn._dns_host = original  # type: ignore[attr-defined]
+        assert last is not None
+        raise last
+
+
+def _pool_classes(policy: CallbackPolicy) -> dict[str, type]:
+    http_conn = type("GuardedHTTPConnection", (_GuardedConnection, HTTPConnection), {"policy": policy})
+    https_conn = type("GuardedHTTPSConnection", (_GuardedConnection, HTTPSConnection), {"policy": policy})
+    return {
+        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+        "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+    }
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests adapter whose connections check their peer address against the policy."""
+
+    def __init__(self, policy: CallbackPolicy, **kwargs: t.Any) -> None:
+        self.policy = policy
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _pool_classes(self.policy)
+
+    def proxy_manager_for(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        raise UnsafeCallbackError("callbacks are never sent through a proxy (it would bypass the SSRF guard)")
 
 
 def guarded_session(policy: CallbackPolicy, pool_maxsize: int = 32) -> requests.Session:
+    """A requests session for callbacks: pooled keep-alive connections, every one checked."""
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_maxsize)
+    session.trust_env = False  # no proxies or netrc from the environment
+    adapter = GuardedAdapter(policy, pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password of its userinfo, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()

@@ -28,6 +28,7 @@ import redis
 
 from httpqueue.exceptions import StoreUnavailable, TaskConflict, TaskNotFound
 from httpqueue.keys import Keys
+from httpqueue.ssrf import redact_url
 from httpqueue.states import State
 
 #: Short hash field names (memory per task matters at millions of tasks) and their meaning.
@@ -143,7 +144,7 @@ class TaskRecord:
         pending = self.state in (State.SCHEDULED, State.QUEUED, State.RETRYING)
         return {
             "id": self.id, "topic": self.topic, "execute_time": self.execute_ms // 1000,
-            "max_retry": self.max_retry, "has_retry": self.has_retry, "callback": self.callback,
+            "max_retry": self.max_retry, "has_retry": self.has_retry, "callback": redact_url(self.callback),
             "content": self.content, "creat_time": self.created_ms // 1000,
             "state": self.state.value, "attempts": self.attempts, "throttled": self.throttles,
             "execute_time_ms": self.execute_ms, "creat_time_ms": self.created_ms,

@@ -1,0 +1,162 @@
+"""Security end to end: SSRF at create and at delivery, bearer tokens, signed callbacks, no secrets in logs."""
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import pytest
+import requests
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from httpqueue import tasks
+from httpqueue.api import create_app
+from httpqueue.config import Settings
+from httpqueue.context import Context, now_ms
+from httpqueue.exceptions import ConfigError, UnsafeCallbackError
+from httpqueue.signing import new_secret
+from httpqueue.ssrf import CallbackPolicy, guarded_session
+from httpqueue.store import NewTask
+from tests.support.processes import start_api
+from tests.support.receiver import Receiver
+
+SECRET_OLD, SECRET_NEW = new_secret(), new_secret()
+TOKEN = "tok-" + "s3cr3t" * 6
+
+
+# -- SSRF
+
+@pytest.mark.parametrize("callback", ["http://2130706433/", "http://0177.0.0.1:80/", "http://[::ffff:127.0.0.1]/",
+                                      "http://localhost:9/", "http://169.254.169.254/latest/meta-data"])
+def test_create_refuses_internal_callbacks_by_default(settings: Settings, callback: str) -> None:
+    client = create_app(settings.replace(callback_allow="")).test_client()
+    response = client.post("/create", json={"topic": "t", "delay": 1, "callback": callback})
+    assert response.status_code == 400
+    body = response.get_json()
+    # marshmallow's URL check already refuses some forms (octal, bracketed mapped IPv6); the guard the rest
+    assert "callback" in body["fields"] and ("refused" in body["error"] or "Not a valid URL" in body["error"])
+
+
+def test_delivery_checks_the_address_again_when_it_connects(settings: Settings, receiver: Receiver,
+                                                             topic: str) -> None:
+    """A task stored while its host was allowed is refused by a worker whose policy no longer allows it."""
+    strict = Context(settings.replace(callback_allow=""))
+    path = f"/{topic}"
+    created = strict.store.create(NewTask(topic, receiver.url(path), "x", now_ms() + 3_600_000, 0), now_ms())
+    result = tasks.attempt(tasks.deliver, strict, strict.store.get(created.task_id))
+    assert result.outcome == "failed" and result.error.startswith("refused")
+    assert [r for r in receiver.requests if r.path == path] == []
+
+
+def test_guarded_session_refuses_loopback_and_follows_no_proxy(receiver: Receiver,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would bypass the check if it were used
+    before = len(receiver.requests)
+    with pytest.raises(UnsafeCallbackError, match="loopback"):
+        guarded_session(CallbackPolicy()).post(receiver.url("/ssrf"), data=b"{}", timeout=2)
+    assert len(receiver.requests) == before
+    opened = guarded_session(CallbackPolicy.from_strings(["127.0.0.1"]))
+    assert opened.post(receiver.url("/ssrf"), data=b"{}", timeout=2).json() == {"code": 100}
+
+
+def test_redirects_are_not_followed_by_default(settings: Settings, receiver: Receiver, topic: str) -> None:
+    from tests.support.receiver import Answer
+
+    path = f"/{topic}"
+    receiver.script(path, Answer(status=302, headers={"Location": "http://169.254.169.254/"}, body="moved"))
+    ctx = Context(settings)
+    created = ctx.store.create(NewTask(topic, receiver.url(path), "x", now_ms() + 3_600_000, 0), now_ms())
+    result = tasks.attempt(tasks.deliver, ctx, ctx.store.get(created.task_id))
+    assert result.outcome == "failed" and "302" in result.error
+
+
+# -- authentication
+
+@pytest.fixture(scope="module")
+def locked(settings: Settings) -> t.Any:
+    return create_app(settings.replace(api_tokens=(TOKEN, "second-token"))).test_client()
+
+
+@pytest.mark.parametrize("method, path", [("post", "/create"), ("post", "/query"), ("get", "/v1/tasks"),
+                                          ("get", "/v1/stats"), ("get", "/openapi.json"), ("get", "/ready")])
+def test_every_endpoint_but_health_needs_a_token(locked: t.Any, method: str, path: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": f"Bearer {TOKEN}x"}):
+        response = getattr(locked, method)(path, json={}, headers=headers)
+        assert response.status_code == 401, (path, headers)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "token" in response.get_json()["error"]
+
+
+def test_any_configured_token_opens_the_api(locked: t.Any) -> None:
+    assert locked.get("/health").status_code == 200
+    for token in (TOKEN, "second-token"):
+        response = locked.post("/create", json={"topic": "a", "delay": 3600, "callback": "http://127.0.0.1:9/"},
+                               headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200
+
+
+def test_gunicorn_api_enforces_tokens(env: dict[str, str]) -> None:
+    from httpqueue.embedded import free_port
+
+    port = free_port()
+    api = start_api({**env, "HTTPQUEUE_API_TOKENS": TOKEN}, port, name="api-auth")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert requests.post(f"{url}/query", json={"id": "x"}, timeout=5).status_code == 401
+        answer = requests.post(f"{url}/query", json={"id": "x"}, headers={"Authorization": f"Bearer {TOKEN}"},
+                               timeout=5)
+        assert answer.status_code == 404
+        assert TOKEN not in api.output()
+    finally:
+        api.stop()
+
+
+# -- signed callbacks
+
+def test_callbacks_are_signed_and_verify_with_standardwebhooks(settings: Settings, receiver: Receiver,
+                                                               topic: str) -> None:
+    ctx = Context(settings.replace(signing_secrets=(SECRET_NEW, SECRET_OLD)))
+    path = f"/{topic}"
+    created = ctx.store.create(NewTask(topic, receiver.url(path), {"a": [1, "é"]}, now_ms() + 3_600_000, 0),
+                               now_ms())
+    result = tasks.attempt(tasks.deliver, ctx, ctx.store.get(created.task_id))
+    assert result.outcome == "succeeded"
+    [request] = [r for r in receiver.requests if r.path == path]
+    assert request.headers["webhook-id"] == created.task_id
+    for secret in (SECRET_NEW, SECRET_OLD):  # either side of a rotation verifies
+        payload = Webhook(secret).verify(request.body, request.headers)
+        assert payload == {"id": created.task_id, "topic": topic, "content": {"a": [1, "é"]}}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(request.body, request.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET_NEW).verify(request.body.replace(b"1", b"2"), request.headers)
+
+
+@pytest.mark.parametrize("bad", ["plain-text", "whsec_", "whsec_c2hvcnQ="])
+def test_malformed_signing_secrets_are_refused_at_startup(bad: str) -> None:
+    with pytest.raises(ConfigError, match="SIGNING_SECRETS"):
+        Settings.load({"signing_secrets": bad}, environ={})
+
+
+# -- secrets stay out of logs and answers
+
+def test_secrets_never_appear_in_logs_or_query(settings: Settings, receiver: Receiver, topic: str,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="httpqueue")
+    secured = settings.replace(api_tokens=(TOKEN,), signing_secrets=(SECRET_NEW,))
+    client = create_app(secured).test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    callback = receiver.url(f"/{topic}").replace("http://", "http://user:pa55word@")
+    created = client.post("/create", json={"topic": topic, "delay": 3600, "callback": callback}, headers=auth)
+    task_id = created.get_json()["id"]
+    client.post("/create", json={"topic": topic, "delay": 3600, "callback": "x"}, headers=auth)
+    client.post("/query", json={"id": task_id}, headers={"Authorization": "Bearer nope"})
+    ctx = Context(secured)
+    tasks.record(ctx, topic, [tasks.attempt(tasks.deliver, ctx, ctx.store.get(task_id))])
+    shown = client.post("/query", json={"id": task_id}, headers=auth).get_data(as_text=True)
+    from httpqueue.logs import JsonFormatter, TextFormatter
+
+    logged = "\n".join(f.format(r) for r in caplog.records for f in (JsonFormatter(), TextFormatter()))
+    for secret in (TOKEN, SECRET_NEW, SECRET_NEW.removeprefix("whsec_"), "pa55word"):
+        assert secret not in logged and secret not in shown
+    assert "user:***@" in shown and task_id in logged
