@@ -66,12 +66,22 @@ class Context:
         return TopicControls(self.store, self.settings)
 
     @functools.cached_property
+    def callback_policy(self) -> t.Any:
+        """Where callbacks may go despite the SSRF guard (``callback_allow``)."""
+        from httpqueue.ssrf import CallbackPolicy
+
+        return CallbackPolicy.from_strings(self.settings.callback_allow)
+
+    @functools.cached_property
     def session(self) -> requests.Session:
         """HTTP session for callbacks: pooled keep-alive connections, SSRF-guarded."""
-        from httpqueue.ssrf import CallbackPolicy, guarded_session
+        from httpqueue.ssrf import guarded_session
 
-        policy = CallbackPolicy.from_strings(self.settings.callback_allow)
-        return guarded_session(policy, pool_maxsize=DELIVERY_THREADS)
+        session = guarded_session(self.callback_policy, pool_maxsize=DELIVERY_THREADS)
+        # No proxy/netrc lookup in the environment on every callback: it cost ~30% of
+        # requests' CPU per POST (docs/benchmarks.rst), and a proxy would bypass the SSRF check.
+        session.trust_env = False
+        return session
 
     @functools.cached_property
     def executor(self) -> ThreadPoolExecutor:
