@@ -8,9 +8,11 @@ Redis is unreachable, 500 (without a traceback) for anything unexpected.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import typing as t
+import uuid
 
 from flask import Flask, current_app, jsonify, request
 from flask_smorest import Api, Blueprint
@@ -25,8 +27,8 @@ from httpqueue.config import Settings
 from httpqueue.context import now_ms
 from httpqueue.exceptions import StoreUnavailable, TaskConflict, TaskNotFound, UnsafeCallbackError
 from httpqueue.ssrf import check_url, redact_url
-from httpqueue.schemas import ApiErrorSchema, CreatedSchema, DeletedSchema, Schemas, TaskSchema
-from httpqueue.store import NewTask
+from httpqueue.schemas import IDEMPOTENCY_HEADER, OPTION_FIELDS, ApiErrorSchema, CreatedSchema, DeletedSchema, Schemas, TaskSchema
+from httpqueue.store import Created, NewTask
 
 
 class JsonBodyParser(FlaskParser):
@@ -88,12 +90,18 @@ def seed_blueprint(schemas: Schemas) -> Blueprint:
 
     @blp.route("/create", methods=["POST"])
     @blp.arguments(schemas.create, location="json", error_status_code=400)
+    @blp.doc(parameters=[IDEMPOTENCY_HEADER])
     @blp.response(200, CreatedSchema)
     @blp.alt_response(400, schema=ApiErrorSchema, description="A field is invalid; `fields` says which and why.")
     @blp.alt_response(503, schema=ApiErrorSchema, description="Redis is unreachable; retry later.")
-    def create(body: dict[str, t.Any]) -> dict[str, str]:
-        """Create a task: POST `content` to `callback` after `delay` seconds."""
-        return {"id": create_task(body)}
+    def create(body: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Create a task: POST `content` to `callback` after `delay` seconds (or at `execute_at`).
+
+        With an `Idempotency-Key` header (or an `id` field), repeating the same
+        request returns the first task with `"replayed": true`.
+        """
+        created = create_task(body)
+        return {"id": created.task_id, **({"replayed": True} if created.replayed else {})}
 
     @blp.route("/delete", methods=["POST"])
     @blp.arguments(schemas.task_id, location="json", error_status_code=400)
@@ -137,37 +145,69 @@ def delete_task(task_id: str) -> dict[str, str]:
     return {"id": task_id, "state": "deleted", "previous_state": changed.previous.value}
 
 
-def new_task(body: t.Mapping[str, t.Any], now: int) -> NewTask:
-    """A validated body as a store record, after the SSRF check of its callback."""
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d1a4e-8d0b-4c1e-9a53-1f0a4b2f7c11")
+
+
+def new_task(body: t.Mapping[str, t.Any], now: int, idempotency_key: str | None = None) -> NewTask:
+    """A validated body as a store record, after the SSRF checks of its URLs.
+
+    A client-given ``id`` or an ``Idempotency-Key`` makes the create
+    idempotent: the task id is fixed (the key's UUIDv5) and the request's
+    fingerprint is stored, so a repeat of the same request is a replay.
+    """
     check_callback(body["callback"])
+    if body.get("failure_callback"):
+        check_callback(body["failure_callback"], field="failure_callback")
+    due = round(body["execute_at"] * 1000) if "execute_at" in body else now + round(body["delay"] * 1000)
+    options = {name: body[name] for name in OPTION_FIELDS if name in body}
+    task_id = body.get("id") or (str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)) if idempotency_key else None)
+    fingerprint = None
+    if task_id:
+        canonical = json.dumps({k: v for k, v in body.items() if k != "id"}, sort_keys=True, separators=(",", ":"))
+        fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:32]
     return NewTask(topic=body["topic"], callback=body["callback"], content=body["content"],
-                   due_ms=now + round(body["delay"] * 1000), max_retry=body["retry"])
+                   due_ms=max(due, now), max_retry=body["retry"], options=options or None,
+                   task_id=task_id, fingerprint=fingerprint)
 
 
-def check_callback(url: str) -> None:
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` header, checked (printable, at most 255 characters)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or any(ord(c) < 33 or ord(c) > 126 for c in key):
+        raise ValidationError({"Idempotency-Key": ["must be 1 to 255 printable ASCII characters"]})
+    return key
+
+
+def check_callback(url: str, field: str = "callback") -> None:
     """The SSRF guard's create-time check (the worker checks again when it connects)."""
     try:
         check_url(url, _ctx().callback_policy)
     except UnsafeCallbackError as exc:
-        raise ValidationError({"callback": [str(exc)]}) from None
+        raise ValidationError({field: [str(exc)]}) from None
 
 
-def create_task(body: t.Mapping[str, t.Any]) -> str:
+def create_task(body: t.Mapping[str, t.Any]) -> Created:
+    """Validate further, store and publish one task (shared by /create and /v1/tasks)."""
     from httpqueue.tasks import publish
 
     now = now_ms()
     try:
-        task = new_task(body, now)
+        task = new_task(body, now, idempotency_key())
     except ValidationError as exc:
         raise _invalid(exc) from None
     created = _ctx().store.create(task, now)
+    if created.replayed:
+        events.emit("create_replayed", task_id=created.task_id, topic=task.topic)
+        return created
     _publish_created([created.dispatch] if created.dispatch else [], now, publish)
-    events.emit("create", task_id=created.task_id, topic=task.topic, due_ms=task.due_ms,
-               max_retry=task.max_retry, callback=redact_url(task.callback))
-    return created.task_id
+    _emit_created(created.task_id, task)
+    return created
 
 
 def create_batch(items: list[dict[str, t.Any]], schemas: Schemas) -> list[dict[str, t.Any]]:
+    """Validate and store each item on its own; one result per item, in order."""
     from httpqueue.tasks import publish
 
     now = now_ms()
@@ -181,11 +221,20 @@ def create_batch(items: list[dict[str, t.Any]], schemas: Schemas) -> list[dict[s
             results.append({"error": "invalid task", "fields": exc.normalized_messages()})
     created = _ctx().store.create_many([task for _, task in valid], now)
     for (index, task), c in zip(valid, created):
-        results[index] = {"id": c.task_id}
-        events.emit("create", task_id=c.task_id, topic=task.topic, due_ms=task.due_ms,
-                    max_retry=task.max_retry, callback=redact_url(task.callback))
-    _publish_created([c.dispatch for c in created if c.dispatch], now, publish)
+        if isinstance(c, TaskConflict):
+            results[index] = {"error": str(c), "fields": {"id": ["taken by a different request"]}}
+        elif c.replayed:
+            results[index] = {"id": c.task_id, "replayed": True}
+        else:
+            results[index] = {"id": c.task_id}
+            _emit_created(c.task_id, task)
+    _publish_created([c.dispatch for c in created if isinstance(c, Created) and c.dispatch], now, publish)
     return results
+
+
+def _emit_created(task_id: str, task: NewTask) -> None:
+    events.emit("create", task_id=task_id, topic=task.topic, due_ms=task.due_ms, max_retry=task.max_retry,
+                callback=redact_url(task.callback))
 
 
 def _publish_created(dispatches: list[t.Any], now: int, publish: t.Callable[..., int]) -> None:

@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 
 from httpqueue import events
 from httpqueue.context import Context, now_ms
-from httpqueue.schemas import ApiErrorSchema, BATCH_MAX, BatchSchema, TaskSchema
+from httpqueue.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BATCH_MAX, BatchSchema, TaskSchema
 from httpqueue.states import State
 
 
@@ -52,11 +52,20 @@ def v1_blueprint(schemas: t.Any, blueprint_cls: type, create_task: t.Callable[..
 
     @blp.route("/tasks", methods=["POST"])
     @blp.arguments(schemas.create, location="json", error_status_code=400)
+    @blp.doc(parameters=[IDEMPOTENCY_HEADER])
     @blp.response(201, TaskSchema)
+    @blp.alt_response(200, schema=TaskSchema, description="An idempotent create repeated: the first task "
+                                                           "(header `Idempotent-Replayed: true`).")
     @blp.alt_response(400, schema=ApiErrorSchema, description="A field is invalid.")
-    def create(body: dict[str, t.Any]) -> dict[str, t.Any]:
-        """Create a task (the fields of the seed's /create); answers the stored task."""
-        return _ctx().store.get(create_task(body)).to_api()
+    @blp.alt_response(409, schema=ApiErrorSchema, description="The id (or Idempotency-Key) was used by a "
+                                                              "different request.")
+    def create(body: dict[str, t.Any]) -> t.Any:
+        """Create a task (the seed's fields plus execute_at, id and delivery options); answers the stored task."""
+        created = create_task(body)
+        task = _ctx().store.get(created.task_id).to_api()
+        if created.replayed:
+            return {**task, "replayed": True}, 200, {"Idempotent-Replayed": "true"}
+        return task
 
     @blp.route("/tasks", methods=["GET"])
     @blp.arguments(ListArgs, location="query", error_status_code=400, unknown="raise")
@@ -69,9 +78,11 @@ def v1_blueprint(schemas: t.Any, blueprint_cls: type, create_task: t.Callable[..
 
     @blp.route("/tasks/batch", methods=["POST"])
     @blp.arguments(BatchSchema, location="json", error_status_code=400)
-    @blp.response(200, description="One result per task, in order: `{\"id\"}` or `{\"error\", \"fields\"}`.")
+    @blp.response(200, description="One result per task, in order: `{\"id\"}` (plus `\"replayed\": true` "
+                                   "when an item's `id` repeats an earlier create with the same fields) or "
+                                   "`{\"error\", \"fields\"}`.")
     def batch(body: dict[str, t.Any]) -> dict[str, t.Any]:
-        """Create up to 1,000 tasks; each is validated and stored on its own."""
+        """Create up to 1,000 tasks; each is validated and stored on its own (an `id` makes an item idempotent)."""
         return {"results": create_batch(body["tasks"], schemas)}
 
     @blp.route("/tasks/<task_id>", methods=["GET"])

@@ -87,6 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retry_backoff_max", int, 30 * 86_400, "Longest backoff between two attempts, in seconds."),
     Setting("retry_jitter", bool, False, "Randomise each backoff between 0 and its value (full jitter)."),
     Setting("callback_timeout", float, 10.0, "Seconds a callback may take (connect + response) before the attempt fails."),
+    Setting("max_callback_timeout", float, 60.0, "Largest per-task `timeout` a create may ask for, in seconds."),
     Setting("throttle_limit", int, 20, "How many `code 101` answers a task may receive before one counts as a failure."),
     Setting("throttle_delay_max", float, 3600.0, "Longest wait after `code 101` (a larger Retry-After is cut to this)."),
     # -- the timer

@@ -23,6 +23,9 @@ from httpqueue.store import TaskRecord
 
 SUCCESS_CODE = 100
 THROTTLE_CODE = 101
+BODYLESS = ("GET", "DELETE")
+"""Methods whose callback carries no body (the id and topic are still in the headers)."""
+
 MAX_RESPONSE_BYTES = 65_536
 """Most of a receiver's answer that is read; the rest is ignored (a receiver cannot exhaust memory)."""
 
@@ -46,8 +49,12 @@ def callback_body(task: TaskRecord) -> bytes:
 
 
 def callback_headers(task: TaskRecord, attempt: int, body: bytes, signer: Signer | None) -> dict[str, str]:
-    """Headers that let a receiver deduplicate (id, attempt) and verify the sender."""
-    headers = {
+    """Headers that let a receiver deduplicate (id, attempt) and verify the sender.
+
+    The task's own extra headers come first, so httpqueue's cannot be overridden
+    (the create schema refuses those names anyway).
+    """
+    headers = {**(task.options or {}).get("headers", {}),
         "Content-Type": "application/json", "User-Agent": f"httpqueue/{__version__}",
         "X-Httpqueue-Id": task.id, "X-Httpqueue-Attempt": str(attempt),
         "X-Httpqueue-Topic": task.topic.encode("ascii", "backslashreplace").decode(),
@@ -60,16 +67,27 @@ def callback_headers(task: TaskRecord, attempt: int, body: bytes, signer: Signer
 
 def send(session: requests.Session, task: TaskRecord, attempt: int, *, timeout: float,
          follow_redirects: bool = False, signer: Signer | None = None) -> Delivered:
-    """POST one callback; return on success, raise ``CallbackFailed``/``CallbackThrottled`` otherwise."""
-    body = callback_body(task)
+    """Send one callback; return on success, raise ``CallbackFailed``/``CallbackThrottled`` otherwise.
+
+    The task's options choose the method (GET and DELETE carry no body), the
+    timeout and the success rule; ``timeout`` is the default.
+    """
+    options = task.options or {}
+    method = options.get("method", "POST")
+    timeout = float(options.get("timeout") or timeout)
+    body = callback_body(task) if method not in BODYLESS else b""
+    headers = callback_headers(task, attempt, body, signer)
+    if not body:
+        headers.pop("Content-Type", None)
     started = time.perf_counter()
     try:
-        with session.post(task.callback, data=body, headers=callback_headers(task, attempt, body, signer),
-                          timeout=(min(timeout, 5.0), timeout), allow_redirects=follow_redirects,
-                          stream=True) as response:
+        with session.request(method, task.callback, data=body or None, headers=headers,
+                             timeout=(min(timeout, 5.0), timeout), allow_redirects=follow_redirects,
+                             stream=True) as response:
             raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True)
             elapsed = time.perf_counter() - started
-            return judge(response.status_code, raw, response.headers.get("Retry-After"), elapsed)
+            return judge(response.status_code, raw, response.headers.get("Retry-After"), elapsed,
+                         options.get("success", "code100"))
     except requests.Timeout as exc:
         raise CallbackFailed(f"no answer within {timeout:g}s", duration=time.perf_counter() - started) from exc
     except requests.RequestException as exc:
@@ -95,8 +113,20 @@ def notify(session: requests.Session, url: str, task: TaskRecord, document: t.Ma
     return Delivered(code=response.status_code, duration=duration)
 
 
-def judge(status: int, raw: bytes, retry_after: str | None, duration: float) -> Delivered:
-    """Decide success, throttling or failure from the receiver's answer (pure; unit-tested)."""
+def judge(status: int, raw: bytes, retry_after: str | None, duration: float, rule: str = "code100") -> Delivered:
+    """Decide success, throttling or failure from the receiver's answer (pure; unit-tested).
+
+    ``code100`` is the seed's rule: the body must be JSON ``{"code": 100}``
+    (``101`` throttles). ``2xx``: any 2xx status succeeds, and 429 or 503
+    throttle (with their ``Retry-After``); the body does not matter.
+    """
+    if rule == "2xx":
+        if 200 <= status < 300:
+            return Delivered(code=status, duration=duration)
+        if status in (429, 503):
+            raise CallbackThrottled(f"receiver answered HTTP {status}", retry_after=parse_retry_after(retry_after),
+                                    code=status, duration=duration)
+        raise CallbackFailed(f"receiver answered HTTP {status}: {_excerpt(raw)}", code=status, duration=duration)
     try:
         answer = json.loads(raw)
     except ValueError:

@@ -5,12 +5,14 @@ so the documentation cannot disagree with what the API accepts.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import time
 import numbers
 import typing as t
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from httpqueue.config import Settings
 
@@ -38,6 +40,74 @@ class StrictInteger(StrictNumber):
         return int(number)
 
 
+class ExecuteAt(fields.Field):
+    """An absolute time: Unix seconds (a number, fractions for ms) or an RFC 3339 string with an offset."""
+
+    def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:
+                raise ValidationError("must be a time: Unix seconds >= 0 or an RFC 3339 string")
+            return float(value)
+        if isinstance(value, str):
+            try:
+                when = datetime.datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValidationError("is not an RFC 3339 time (e.g. 2026-12-24T18:00:00Z)") from None
+            if when.tzinfo is None:
+                raise ValidationError("needs a time zone offset (Z or +01:00)")
+            return when.timestamp()
+        raise ValidationError("must be a time: Unix seconds or an RFC 3339 string")
+
+
+METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
+SUCCESS_RULES = ("code100", "2xx")
+MAX_HEADERS = 20
+DENIED_HEADERS = frozenset({
+    # hop-by-hop and framing: set by the HTTP client, never by a task
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
+    "content-length", "expect",
+    # credentials: a task must not carry them where its logs and queries would show them
+    "authorization", "proxy-authorization", "cookie", "set-cookie",
+    # httpqueue's own: the body's type and the headers receivers trust
+    "content-type", "webhook-id", "webhook-timestamp", "webhook-signature",
+})
+DENIED_PREFIXES = ("x-httpqueue-", "proxy-")
+TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def check_headers(headers: t.Mapping[str, t.Any]) -> None:
+    """Refuse extra headers that are malformed, too many, too large, or on the deny-list."""
+    if len(headers) > MAX_HEADERS:
+        raise ValidationError(f"at most {MAX_HEADERS} headers")
+    for name, value in headers.items():
+        if not name or len(name) > 64 or not set(name) <= TOKEN_CHARS:
+            raise ValidationError(f"{name!r} is not a valid header name")
+        lowered = name.lower()
+        if lowered in DENIED_HEADERS or lowered.startswith(DENIED_PREFIXES):
+            raise ValidationError(f"header {name!r} may not be set by a task")
+        if not isinstance(value, str) or len(value) > 1024 or any(c in value for c in "\r\n\0"):
+            raise ValidationError(f"header {name!r} needs a string value of at most 1024 characters, one line")
+
+
+class RetryPolicySchema(Schema):
+    """How a failed attempt is retried (the default: base ``retry_base``, factor 2, no jitter)."""
+
+    class Meta:
+        unknown = RAISE
+
+    base = StrictNumber(validate=validate.Range(0.1, 86_400),
+                        metadata={"description": "Seconds before the first retry.", "example": 5})
+    factor = StrictNumber(validate=validate.Range(1, 10), metadata={"description": "Growth per retry.", "example": 2})
+    max_interval = StrictNumber(validate=validate.Range(0.1, 366 * 86_400),
+                                metadata={"description": "Longest wait between two attempts, in seconds."})
+    max_duration = StrictNumber(validate=validate.Range(1, 366 * 86_400),
+                                metadata={"description": "Give up (fail) once this many seconds have passed since "
+                                                         "the first due time."})
+    jitter = fields.Boolean(truthy={True}, falsy={False},
+                            metadata={"description": "Randomise each wait between 0 and its value (default: the "
+                                                     "`retry_jitter` setting)."})
+
+
 class Schemas:
     """The API's schemas for one set of limits."""
 
@@ -46,28 +116,60 @@ class Schemas:
         self.task_id = TaskIdSchema()
 
 
+#: Fields of a create request that are delivery options, kept with the task (``opt``).
+OPTION_FIELDS = ("method", "headers", "timeout", "success", "retry_policy", "failure_callback")
+
+
 def create_schema(s: Settings) -> type[Schema]:
     class CreateTask(Schema):
-        """A task to create: POST ``content`` to ``callback`` after ``delay`` seconds."""
+        """A task to create: send ``content`` to ``callback`` after ``delay`` seconds or at ``execute_at``."""
 
         class Meta:
             unknown = RAISE
 
         topic = fields.String(required=True, validate=validate.Length(1, s.max_topic),
                               metadata={"description": "Free label for grouping tasks.", "example": "order"})
-        delay = StrictNumber(required=True, validate=validate.Range(0, s.max_delay),
-                             metadata={"description": "Seconds from now until the callback (fractions allowed).",
-                                       "example": 15})
+        delay = StrictNumber(validate=validate.Range(0, s.max_delay),
+                             metadata={"description": "Seconds from now until the callback (fractions allowed). "
+                                                      "Give `delay` or `execute_at`.", "example": 15})
+        execute_at = ExecuteAt(metadata={"description": "When to call back: Unix seconds or an RFC 3339 time. "
+                                                        "A past time fires at once; more than `max_delay` "
+                                                        "ahead is refused. Give `delay` or `execute_at`.",
+                                         "example": "2026-12-24T18:00:00Z",
+                                         "oneOf": [{"type": "number", "minimum": 0},
+                                                   {"type": "string", "format": "date-time"}]})
         retry = StrictInteger(load_default=0, validate=validate.Range(0, s.max_retry),
                               metadata={"description": "Retries after the first failed attempt "
                                                        f"(backoff {s.retry_base}, {2 * s.retry_base}, ... s).",
                                         "example": 3})
         callback = fields.Url(required=True, schemes={"http", "https"}, require_tld=False,
                               validate=validate.Length(max=s.max_callback),
-                              metadata={"description": "http(s) URL that receives the POST.",
+                              metadata={"description": "http(s) URL that receives the request.",
                                         "example": "http://127.0.0.1:8888/"})
         content = fields.Raw(load_default="", allow_none=True,
                              metadata={"description": "Any JSON value, posted unchanged.", "example": "hello"})
+        id = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9._:-]{1,128}\Z",
+                                                    error="must be 1 to 128 of A-Z a-z 0-9 . _ : -"),
+                           metadata={"description": "Your own task id: a second create with the same id (and the "
+                                                    "same fields) returns the first task instead of a new one."})
+        method = fields.String(validate=validate.OneOf(METHODS),
+                               metadata={"description": "HTTP method of the callback (GET and DELETE send no body).",
+                                         "example": "POST"})
+        headers = fields.Dict(keys=fields.String(), values=fields.Raw(),
+                              metadata={"description": f"Extra request headers (at most {MAX_HEADERS}; hop-by-hop, "
+                                                       "credential and httpqueue's own headers are refused).",
+                                        "example": {"X-Tenant": "acme"}})
+        timeout = StrictNumber(validate=validate.Range(0.1, s.max_callback_timeout),
+                               metadata={"description": "Seconds this task's callback may take "
+                                                        f"(default {s.callback_timeout:g}).", "example": 5})
+        success = fields.String(validate=validate.OneOf(SUCCESS_RULES),
+                                metadata={"description": "`code100`: the answer must be JSON {\"code\": 100} "
+                                                         "(the seed's rule, default); `2xx`: any 2xx status.",
+                                          "example": "2xx"})
+        retry_policy = fields.Nested(RetryPolicySchema)
+        failure_callback = fields.Url(schemes={"http", "https"}, require_tld=False,
+                                      validate=validate.Length(max=s.max_callback),
+                                      metadata={"description": "URL notified once if this task fails for good."})
 
         @validates("topic")
         def _printable(self, value: str, **_: t.Any) -> None:
@@ -80,7 +182,29 @@ def create_schema(s: Settings) -> type[Schema]:
             if size > s.max_content:
                 raise ValidationError(f"is {size} bytes; at most {s.max_content} are accepted")
 
+        @validates("headers")
+        def _headers(self, value: t.Mapping[str, t.Any], **_: t.Any) -> None:
+            check_headers(value)
+
+        @validates_schema
+        def _when(self, data: t.Mapping[str, t.Any], **_: t.Any) -> None:
+            if "delay" in data and "execute_at" in data:
+                raise ValidationError("give either delay or execute_at, not both", "execute_at")
+            if "delay" not in data and "execute_at" not in data:
+                raise ValidationError("Missing data for required field (or give execute_at).", "delay")
+            if "execute_at" in data and data["execute_at"] - time.time() > s.max_delay:
+                raise ValidationError(f"is more than {s.max_delay:g} seconds away", "execute_at")
+
     return CreateTask
+
+
+IDEMPOTENCY_HEADER = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "example": "order-4711-reminder"},
+    "description": "Makes the create idempotent: repeating it with the same key and the same body returns "
+                   "the first task (marked replayed); the same key with a different body answers 409.",
+}
+"""OpenAPI description of the header both create endpoints read."""
 
 
 class TaskIdSchema(Schema):
@@ -95,6 +219,7 @@ class TaskIdSchema(Schema):
 
 class CreatedSchema(Schema):
     id = fields.String(required=True)
+    replayed = fields.Boolean(metadata={"description": "Present (true) when an idempotent create was repeated."})
 
 
 class BatchSchema(Schema):
@@ -129,6 +254,9 @@ class TaskSchema(Schema):
     finished_time_ms = fields.Integer(allow_none=True)
     last_error = fields.String(allow_none=True)
     last_code = fields.Integer(allow_none=True)
+    options = fields.Dict(metadata={"description": "Delivery options given at create (method, headers, timeout, "
+                                                   "success, retry_policy, failure_callback)."})
+    replayed = fields.Boolean(metadata={"description": "Present (true) when an idempotent create was repeated."})
 
 
 class DeletedSchema(Schema):

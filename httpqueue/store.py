@@ -39,6 +39,7 @@ FIELDS = {
     "le": "last error", "lc": "last response code", "th": "code-101 answers", "fin": "finish time",
     "lost": "attempts lost by dead workers", "opt": "delivery options (JSON)",
     "sl": "reserved rate-limit slot (ms)", "fnd": "failure notification sent",
+    "to": "the task's own callback timeout (ms)", "fp": "fingerprint of the create request (idempotency)",
 }
 
 HISTORY_MAX = 50
@@ -82,6 +83,9 @@ class NewTask:
     due_ms: int
     max_retry: int
     options: t.Mapping[str, t.Any] | None = None
+    task_id: str | None = None
+    fingerprint: str | None = None
+    """Digest of the create request; a second create with the same id and fingerprint is a replay."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Created:
 
     task_id: str
     dispatch: Dispatch | None
+    replayed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +156,8 @@ class TaskRecord:
             "next_attempt_ms": self.due_ms if pending else None,
             "finished_time_ms": self.finished_ms,
             "last_error": self.last_error, "last_code": self.last_code,
+            **({"options": {k: (redact_url(v) if k == "failure_callback" else v) for k, v in self.options.items()}}
+               if self.options else {}),
         }
 
 
@@ -243,21 +250,23 @@ class TaskStore:
 
     @translate_errors
     def create(self, task: NewTask, now_ms: int, task_id: str | None = None) -> Created:
-        """Store a task; raises :class:`TaskConflict` if ``task_id`` is taken."""
-        task_id = task_id or new_id()
-        k = self.keys.for_task(task_id)
-        fields = self._fields(task, now_ms)
-        code, gen = self._scripts["create"](
-            keys=[k.task, k.timer, k.inflight, k.stats],
-            args=[task_id, now_ms, task.due_ms, self.horizon_ms, self.lease_ms, task.topic, *fields])
-        if code == -1:
-            raise TaskConflict(f"a task with id {task_id} exists", state="exists")
-        return Created(task_id, Dispatch(task_id, gen, task.due_ms, 0, task.topic) if code == 1 else None)
+        """Store a task. If its id is taken: a replay (same fingerprint) or :class:`TaskConflict`."""
+        if task_id is not None:
+            task = dataclasses.replace(task, task_id=task_id)
+        [result] = self.create_many([task], now_ms, raise_conflicts=True)
+        assert isinstance(result, Created)
+        return result
 
     @translate_errors
-    def create_many(self, tasks: t.Sequence[NewTask], now_ms: int) -> list[Created]:
-        """Store many tasks in one round trip (one script call each, pipelined)."""
-        ids = [new_id() for _ in tasks]
+    def create_many(self, tasks: t.Sequence[NewTask], now_ms: int,
+                    raise_conflicts: bool = False) -> list[Created | TaskConflict]:
+        """Store many tasks in one round trip (one script call each, pipelined).
+
+        Each result is :class:`Created` (new, or ``replayed`` when the same id
+        came with the same fingerprint) or the :class:`TaskConflict` of an id
+        taken by a different request (raised instead with ``raise_conflicts``).
+        """
+        ids = [task.task_id or new_id() for task in tasks]
         pipe = self.redis.pipeline(transaction=False)
         for task_id, task in zip(ids, tasks):
             k = self.keys.for_task(task_id)
@@ -265,9 +274,22 @@ class TaskStore:
                 keys=[k.task, k.timer, k.inflight, k.stats],
                 args=[task_id, now_ms, task.due_ms, self.horizon_ms, self.lease_ms, task.topic,
                       *self._fields(task, now_ms)], client=pipe)
-        replies = pipe.execute()
-        return [Created(i, Dispatch(i, gen, task.due_ms, 0, task.topic) if code == 1 else None)
-                for i, task, (code, gen) in zip(ids, tasks, replies)]
+        results: list[Created | TaskConflict] = []
+        for task_id, task, (code, detail) in zip(ids, tasks, pipe.execute()):
+            if code == -1:
+                if task.fingerprint and detail == task.fingerprint:
+                    results.append(Created(task_id, None, replayed=True))
+                    continue
+                conflict = TaskConflict(
+                    f"a task with id {task_id} exists and was created by a different request; "
+                    "an id (or Idempotency-Key) may be reused only with the same fields", state="exists")
+                if raise_conflicts:
+                    raise conflict
+                results.append(conflict)
+            else:
+                results.append(Created(task_id, Dispatch(task_id, int(detail), task.due_ms, 0, task.topic)
+                                       if code == 1 else None))
+        return results
 
     @staticmethod
     def _fields(task: NewTask, now_ms: int) -> list[t.Any]:
@@ -276,6 +298,10 @@ class TaskStore:
                                "ex", task.due_ms, "due", task.due_ms, "mr", task.max_retry, "cr", now_ms]
         if task.options:
             fields += ["opt", json.dumps(task.options, separators=(",", ":"))]
+            if task.options.get("timeout"):
+                fields += ["to", int(task.options["timeout"] * 1000)]
+        if task.fingerprint:
+            fields += ["fp", task.fingerprint]
         return fields
 
     @translate_errors
@@ -418,13 +444,18 @@ class TaskStore:
         return claimed[0] if claimed else None
 
     @translate_errors
-    def claim_many(self, items: t.Sequence[tuple[str, int]], now_ms: int, lease_ms: int) -> list[TaskRecord]:
-        """Start attempts for the current ones of ``items`` (one round trip); stale ones are left out."""
+    def claim_many(self, items: t.Sequence[tuple[str, int]], now_ms: int, lease_ms: int,
+                   extra_ms: int | None = None) -> list[TaskRecord]:
+        """Start attempts for the current ones of ``items`` (one round trip); stale ones are left out.
+
+        The attempt's lease is ``lease_ms``, or the task's own timeout plus ``extra_ms``.
+        """
+        extra = self.lease_ms if extra_ms is None else extra_ms
         pipe = self.redis.pipeline(transaction=False)
         for task_id, gen in items:
             k = self.keys.for_task(task_id)
-            self._scripts["claim"](keys=[k.task, k.inflight, k.stats], args=[task_id, gen, now_ms, lease_ms],
-                                   client=pipe)
+            self._scripts["claim"](keys=[k.task, k.inflight, k.stats],
+                                   args=[task_id, gen, now_ms, lease_ms, extra], client=pipe)
         claimed = []
         for (task_id, _), reply in zip(items, pipe.execute()):
             if reply[0] == "ok":

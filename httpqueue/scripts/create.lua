@@ -4,10 +4,11 @@
 -- runs out and a promoter publishes it instead). All or nothing.
 -- KEYS: task, timer, inflight, stats
 -- ARGV: id, now, due, horizon, lease, topic, field, value, ...
--- Returns {1, gen} when the caller must publish, {0, 0} when parked, {-1, 0} if the id exists.
+-- Returns {1, gen} when the caller must publish, {0, 0} when parked, {-1, fingerprint} if the id
+-- exists (the stored request fingerprint, '' if none: the caller decides between replay and conflict).
 local id, now, due = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local horizon, lease, topic = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, 0} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, redis.call('HGET', KEYS[1], 'fp') or ''} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 if due <= now + horizon then
   redis.call('HSET', KEYS[1], 'st', 'queued', 'gen', 1)

@@ -31,6 +31,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
     @property
     def json(self) -> t.Any:
@@ -113,7 +114,7 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver.lock:
-                    receiver.requests.append(Received(time.time(), self.path, dict(self.headers), body))
+                    receiver.requests.append(Received(time.time(), self.path, dict(self.headers), body, self.command))
                     receiver.lock.notify_all()
                 answer = receiver._answer_for(self.path.split("?")[0])
                 if answer.delay:
@@ -138,6 +139,6 @@ class Receiver:
                 except OSError:
                     pass
 
-            do_PUT = do_POST
+            do_PUT = do_PATCH = do_GET = do_DELETE = do_POST
 
         return Handler
