@@ -55,19 +55,26 @@ class Promoter:
         self.last_report = PassReport()
 
     def run_pass(self) -> PassReport:
-        """One walk over every shard, starting at a random one to spread contention."""
+        """One walk over every shard, starting at a random one to spread contention.
+
+        Everything taken in the walk is published together, so tasks of all
+        shards that are due together share delivery messages.
+        """
         report = PassReport()
         shards = self.store.keys.shards
         start = random.randrange(shards)
+        now = int(self.clock() * 1000)
+        taken: list[Dispatch] = []
         for shard in [(start + i) % shards for i in range(shards)]:
-            now = int(self.clock() * 1000)
             promoted = self.store.promote(shard, now)
             reclaimed = self.store.reclaim(shard, now)
-            if promoted or reclaimed:
-                self.publish([*promoted, *reclaimed], now)
+            taken += promoted
+            taken += reclaimed
             report.promoted += len(promoted)
             report.reclaimed += len(reclaimed)
             report.full = report.full or max(len(promoted), len(reclaimed)) >= self.store.batch
+        if taken:  # one publish per pass, so tasks of all shards due together share messages
+            self.publish(taken, now)
         if self.passes % PURGE_EVERY == 0:
             now = int(self.clock() * 1000)
             report.purged = sum(self.store.purge(shard, now) for shard in range(shards))

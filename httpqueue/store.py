@@ -6,7 +6,7 @@ generation G, at time T". Every change of a task's state is one Lua script
 promoters and delivery tasks running at once cannot lose or double a task:
 
 * ``create`` parks a task in the timer, or marks it queued when it is due
-  within the horizon (the caller then publishes its ETA message);
+  within ``direct_ms`` (the caller then publishes its ETA message);
 * ``promote`` moves due-soon tasks from the timer to queued, bumping their
   generation; ``reclaim`` re-issues queued or delivering tasks whose lease ran out;
 * ``claim`` lets exactly one message of the current generation start an attempt;
@@ -235,10 +235,14 @@ class TaskStore:
     """Task metadata and timers in one Redis (or one Redis Cluster, by hash tags)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, horizon_ms: int, lease_ms: int,
-                 retention_ms: int, batch: int = 2000, dead_retention_ms: int | None = None) -> None:
+                 retention_ms: int, batch: int = 2000, dead_retention_ms: int | None = None,
+                 direct_ms: int | None = None) -> None:
         self.redis = client
         self.keys = keys
         self.horizon_ms = horizon_ms
+        # created tasks due sooner than this are published at once; later ones wait for a promoter
+        # pass, which batches the tasks of all shards due together into shared messages
+        self.direct_ms = horizon_ms if direct_ms is None else min(direct_ms, horizon_ms)
         self.lease_ms = lease_ms
         self.retention_ms = retention_ms
         self.dead_retention_ms = retention_ms if dead_retention_ms is None else dead_retention_ms
@@ -272,7 +276,7 @@ class TaskStore:
             k = self.keys.for_task(task_id)
             self._scripts["create"](
                 keys=[k.task, k.timer, k.inflight, k.stats],
-                args=[task_id, now_ms, task.due_ms, self.horizon_ms, self.lease_ms, task.topic,
+                args=[task_id, now_ms, task.due_ms, self.direct_ms, self.lease_ms, task.topic,
                       *self._fields(task, now_ms)], client=pipe)
         results: list[Created | TaskConflict] = []
         for task_id, task, (code, detail) in zip(ids, tasks, pipe.execute()):

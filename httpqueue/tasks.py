@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import time
 import typing as t
 
 from celery import Task
@@ -38,8 +39,12 @@ TASK_NAME = "httpqueue.deliver"
 MAX_BATCH = 32
 """Most tasks one delivery message carries."""
 
-BATCH_WINDOW_MS = 2
-"""Tasks of one topic due within this many ms of each other share a message (they fire at the latest one's time)."""
+BATCH_WINDOW_MS = 100
+"""Tasks of one topic due within this many ms of each other share a message.
+
+The message is due at the earliest of them; the worker then starts each
+attempt at its own offset, so batching costs no precision: each callback
+still starts within milliseconds of its due time."""
 
 PUBLISH_BATCH = 512
 """Broker commands pipelined per round trip when publishing many messages (kombu's Producer.batch)."""
@@ -93,30 +98,47 @@ from httpqueue.celeryapp import app  # noqa: E402  (circular: the app imports th
 
 @app.task(bind=True, base=DeliveryTask, name=TASK_NAME)
 def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> dict[str, int]:
-    """Attempt the callbacks of ``batch`` (``[task_id, generation]`` pairs) that are still current.
+    """Attempt the callbacks of ``batch`` (``[task_id, generation, offset_ms]``) that are still current.
 
     Claimed tasks pass their topic's admission (pause, limits, circuit
     breaker; see :mod:`httpqueue.topics`) before any callback is sent; those
     turned away go back to the timer without counting as an attempt.
     """
+    started = time.monotonic()
     ctx = context.current()
     s = ctx.settings
     lease_ms = int((s.callback_timeout + s.lease) * 1000)
-    tasks = ctx.store.claim_many([(str(i), int(g)) for i, g in batch], now_ms(), lease_ms)
+    offsets = {str(item[0]): (int(item[2]) if len(item) > 2 else 0) for item in batch}
+    tasks = ctx.store.claim_many([(str(item[0]), int(item[1])) for item in batch], now_ms(), lease_ms)
     summary = {"stale": len(batch) - len(tasks)}
     if not tasks:
         return summary
     admission = ctx.topics.admit(topic, tasks, now_ms())
     go = [task for task, v in zip(tasks, admission.verdicts) if v.action == "go"]
     results = [_turned_away(task, v) for task, v in zip(tasks, admission.verdicts) if v.action != "go"]
-    if len(go) == 1:
-        results.append(attempt(self, ctx, go[0]))
-    elif go:
-        results += ctx.executor.map(lambda task: attempt(self, ctx, task), go)
+    results += attempt_on_time(self, ctx, go, {task.id: offsets[task.id] for task in go}, started)
     record(ctx, topic, results, admission.failure_callback)
     for result in results:
         summary[result.outcome] = summary.get(result.outcome, 0) + 1
     return summary
+
+
+def attempt_on_time(task_cls: DeliveryTask, ctx: context.Context, tasks: t.Sequence[TaskRecord],
+                    offsets: t.Mapping[str, int], started: float) -> list[Result]:
+    """Start each attempt ``offsets[id]`` ms after the message started, concurrently; return all results.
+
+    Offsets are relative to the message (not absolute due times), so a
+    promoter on an injected clock still gets its tasks fired in order.
+    """
+    if len(tasks) == 1 and not offsets[tasks[0].id]:
+        return [attempt(task_cls, ctx, tasks[0])]
+    futures = []
+    for task in sorted(tasks, key=lambda task: offsets[task.id]):
+        wait = offsets[task.id] / 1000 - (time.monotonic() - started)
+        if wait > 0:
+            time.sleep(wait)
+        futures.append(ctx.executor.submit(attempt, task_cls, ctx, task))
+    return [future.result() for future in futures]
 
 
 def _turned_away(task: TaskRecord, verdict: Verdict) -> Result:
@@ -318,10 +340,11 @@ def publish(dispatches: t.Iterable[Dispatch], clock_ms: int) -> int:
     groups = group_dispatches(dispatches)
     with app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH):
         for group in groups:
-            first = group[0]
-            wait = (max(d.due_ms for d in group) - clock_ms) / 1000
+            first = group[0]  # the earliest: groups are sorted by due time
+            wait = (first.due_ms - clock_ms) / 1000
             message_id = f"{first.task_id}:{first.gen}" + (f"+{len(group) - 1}" if len(group) > 1 else "")
+            items = [[d.task_id, d.gen, max(0, d.due_ms - max(first.due_ms, clock_ms))] for d in group]
             deliver.apply_async(
-                args=([[d.task_id, d.gen] for d in group],), kwargs={"topic": first.topic},
+                args=(items,), kwargs={"topic": first.topic},
                 countdown=wait if wait > 0.001 else None, task_id=message_id, producer=producer)
     return len(groups)

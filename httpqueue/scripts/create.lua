@@ -1,16 +1,16 @@
 -- create: refuse a duplicate id, store the task hash, and either park the task in
--- the timer (due beyond the horizon) or mark it queued with an in-flight lease
+-- the timer (due later than `direct`, so a promoter pass batches it with others) or mark it queued with an in-flight lease
 -- (the caller then publishes the ETA message; should it die first, the lease
 -- runs out and a promoter publishes it instead). All or nothing.
 -- KEYS: task, timer, inflight, stats
--- ARGV: id, now, due, horizon, lease, topic, field, value, ...
+-- ARGV: id, now, due, direct, lease, topic, field, value, ...
 -- Returns {1, gen} when the caller must publish, {0, 0} when parked, {-1, fingerprint} if the id
 -- exists (the stored request fingerprint, '' if none: the caller decides between replay and conflict).
 local id, now, due = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local horizon, lease, topic = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local direct, lease, topic = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, redis.call('HGET', KEYS[1], 'fp') or ''} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 7))
-if due <= now + horizon then
+if due <= now + direct then
   redis.call('HSET', KEYS[1], 'st', 'queued', 'gen', 1)
   redis.call('ZADD', KEYS[3], due + lease, id)
   move(KEYS[4], topic, nil, 'queued')
