@@ -29,11 +29,11 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         """Hash with the task's fields (see ``store.FIELDS``)."""
-        return f"{self.tag(self.shard_of(task_id))}:task:{task_id}"
+        return f"{self.tag(self.shard_of(task_id))}:t:{task_id}"
 
     def task_prefix(self, shard: int) -> str:
         """What a Lua script prepends to an id to get its task key."""
-        return f"{self.tag(shard)}:task:"
+        return f"{self.tag(shard)}:t:"
 
     def history(self, task_id: str) -> str:
         """List of the task's lifecycle events, newest last, capped."""

@@ -15,3 +15,10 @@ local function record(hkey, event, histmax)
 end
 
 local PENDING = {scheduled = true, queued = true, retrying = true}
+
+-- Move a task's due time, first keeping its original one as 'ex' (a new task stores only 'due',
+-- which saves memory on millions of parked tasks).
+local function set_due(key, due)
+  if redis.call('HEXISTS', key, 'ex') == 0 then redis.call('HSET', key, 'ex', redis.call('HGET', key, 'due')) end
+  redis.call('HSET', key, 'due', due)
+end

@@ -18,7 +18,8 @@ if f[1] == 'failed' then
 end
 redis.call('ZREM', KEYS[6], id)
 local state = f[1] == 'scheduled' and 'scheduled' or 'retrying'
-redis.call('HSET', KEYS[1], 'st', state, 'due', now)
+set_due(KEYS[1], now)
+redis.call('HSET', KEYS[1], 'st', state)
 redis.call('ZADD', KEYS[2], now, id)
 move(KEYS[4], f[2], f[1], state)
 record(KEYS[5], ARGV[3], ARGV[4])

@@ -26,7 +26,7 @@ if outcome == 'deferred' or outcome == 'held' then
   if outcome == 'held' then
     redis.call('ZADD', KEYS[7], tonumber(f[5]), id)
   else
-    redis.call('HSET', KEYS[1], 'due', ARGV[5])
+    set_due(KEYS[1], ARGV[5])
     redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), id)
     if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'sl', ARGV[12]) end
   end
@@ -43,7 +43,8 @@ else
   else
     state = 'retrying'
     redis.call('HINCRBY', KEYS[1], outcome == 'throttled' and 'th' or 'hr', 1)
-    redis.call('HSET', KEYS[1], 'st', 'retrying', 'due', ARGV[5])
+    set_due(KEYS[1], ARGV[5])
+    redis.call('HSET', KEYS[1], 'st', 'retrying')
     redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), id)
   end
 end

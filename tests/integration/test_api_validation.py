@@ -10,7 +10,7 @@ GOOD = {"topic": "order", "delay": 15, "retry": 3, "callback": "http://127.0.0.1
 
 
 def stored_tasks(rclient: t.Any) -> int:
-    return sum(1 for _ in rclient.scan_iter("hq:*:task:*"))
+    return sum(1 for _ in rclient.scan_iter("hq:*:t:*"))
 
 
 @pytest.mark.parametrize("change, field, words", [
