@@ -73,6 +73,44 @@ def translate_errors(func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     return wrapper
 
 
+class ScriptCalls:
+    """Lua script calls sent in one round trip.
+
+    redis-py's pipelines check with ``SCRIPT EXISTS`` before every execute that
+    runs scripts, which costs a second round trip on each create, claim and
+    settle. Here the calls go out as plain ``EVALSHA``; the rare call that
+    finds the script cache empty (Redis restarted or failed over) is run again
+    on its own, which loads the script. A ``NOSCRIPT`` call did not run, so
+    running it again is safe.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.calls: list[tuple[t.Any, list[t.Any], list[t.Any]]] = []
+        self.results: list[t.Any] = []
+
+    def add(self, script: t.Any, keys: list[t.Any], args: list[t.Any]) -> None:
+        self.calls.append((script, keys, args))
+
+    def execute(self) -> list[t.Any]:
+        if len(self.calls) == 1:
+            script, keys, args = self.calls[0]
+            self.results = [script(keys=keys, args=args)]
+            return self.results
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in self.calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        for i, result in enumerate(results):
+            if isinstance(result, redis.exceptions.NoScriptError):
+                script, keys, args = self.calls[i]
+                results[i] = script(keys=keys, args=args)
+            elif isinstance(result, Exception):
+                raise result
+        self.results = results
+        return results
+
+
 @dataclasses.dataclass(frozen=True)
 class NewTask:
     """A validated create request, before it has an id."""
@@ -271,15 +309,14 @@ class TaskStore:
         taken by a different request (raised instead with ``raise_conflicts``).
         """
         ids = [task.task_id or new_id() for task in tasks]
-        pipe = self.redis.pipeline(transaction=False)
+        calls = ScriptCalls(self.redis)
         for task_id, task in zip(ids, tasks):
             k = self.keys.for_task(task_id)
-            self._scripts["create"](
-                keys=[k.task, k.timer, k.inflight, k.stats],
-                args=[task_id, now_ms, task.due_ms, self.direct_ms, self.lease_ms, task.topic,
-                      *self._fields(task, now_ms)], client=pipe)
+            calls.add(self._scripts["create"], [k.task, k.timer, k.inflight, k.stats],
+                      [task_id, now_ms, task.due_ms, self.direct_ms, self.lease_ms, task.topic,
+                       *self._fields(task, now_ms)])
         results: list[Created | TaskConflict] = []
-        for task_id, task, (code, detail) in zip(ids, tasks, pipe.execute()):
+        for task_id, task, (code, detail) in zip(ids, tasks, calls.execute() if calls.calls else []):
             if code == -1:
                 if task.fingerprint and detail == task.fingerprint:
                     results.append(Created(task_id, None, replayed=True))
@@ -459,13 +496,12 @@ class TaskStore:
         The attempt's lease is ``lease_ms``, or the task's own timeout plus ``extra_ms``.
         """
         extra = self.lease_ms if extra_ms is None else extra_ms
-        pipe = self.redis.pipeline(transaction=False)
+        calls = ScriptCalls(self.redis)
         for task_id, gen in items:
             k = self.keys.for_task(task_id)
-            self._scripts["claim"](keys=[k.task, k.inflight, k.stats],
-                                   args=[task_id, gen, now_ms, lease_ms, extra], client=pipe)
+            calls.add(self._scripts["claim"], [k.task, k.inflight, k.stats], [task_id, gen, now_ms, lease_ms, extra])
         claimed = []
-        for (task_id, _), reply in zip(items, pipe.execute()):
+        for (task_id, _), reply in zip(items, calls.execute() if calls.calls else []):
             if reply[0] == "ok":
                 fields = reply[1:]
                 claimed.append(TaskRecord.from_hash(task_id, dict(zip(fields[::2], fields[1::2]))))
@@ -480,21 +516,20 @@ class TaskStore:
 
     @translate_errors
     def settle_many(self, settlements: t.Sequence[Settlement],
-                    also: t.Callable[[t.Any], None] | None = None) -> list[bool]:
-        """Record several outcomes in one round trip; ``also(pipe)`` may queue more commands (topic controls)."""
-        pipe = self.redis.pipeline(transaction=False)
+                    also: t.Callable[[ScriptCalls], None] | None = None) -> list[bool]:
+        """Record several outcomes in one round trip; ``also(calls)`` may add script calls (topic controls)."""
+        calls = ScriptCalls(self.redis)
         for st in settlements:
             k = self.keys.for_task(st.task_id)
-            self._scripts["settle"](
-                keys=[k.task, k.timer, k.inflight, k.stats, k.done, k.history, k.held, k.dead],
-                args=[st.task_id, st.gen, st.now_ms, st.outcome, st.due_ms, self.retention_ms,
-                      "" if st.code is None else st.code, st.error or "",
-                      json.dumps(st.event, separators=(",", ":")) if st.event else "", HISTORY_MAX,
-                      self.dead_retention_ms, "" if st.slot_ms is None else st.slot_ms],
-                client=pipe)
+            calls.add(self._scripts["settle"],
+                      [k.task, k.timer, k.inflight, k.stats, k.done, k.history, k.held, k.dead],
+                      [st.task_id, st.gen, st.now_ms, st.outcome, st.due_ms, self.retention_ms,
+                       "" if st.code is None else st.code, st.error or "",
+                       json.dumps(st.event, separators=(",", ":")) if st.event else "", HISTORY_MAX,
+                       self.dead_retention_ms, "" if st.slot_ms is None else st.slot_ms])
         if also is not None:
-            also(pipe)
-        return [bool(r) for r in pipe.execute()[:len(settlements)]]
+            also(calls)
+        return [bool(r) for r in calls.execute()[:len(settlements)]] if calls.calls else []
 
 
 def _dispatches(reply: list[t.Any]) -> list[Dispatch]:

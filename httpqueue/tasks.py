@@ -31,7 +31,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from httpqueue import context, delivery, events
 from httpqueue.context import now_ms
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled, StoreUnavailable, UnsafeCallbackError
-from httpqueue.store import Dispatch, Settlement, TaskRecord
+from httpqueue.store import Dispatch, ScriptCalls, Settlement, TaskRecord
 from httpqueue.topics import Verdict, host_of
 
 TASK_NAME = "httpqueue.deliver"
@@ -231,10 +231,17 @@ def record(ctx: context.Context, topic: str, results: t.Sequence[Result],
                               _history_event(r), r.slot_ms) for r in results]
     outcomes = [(r.task.id, host_of(r.task.callback), _breaker_result(r)) for r in results
                 if r.outcome in ATTEMPTED]
-    finished: list[t.Any] = []
-    recorded = ctx.store.settle_many(
-        settlements, also=lambda pipe: finished.append(ctx.topics.finish(topic, outcomes, now, client=pipe))
-        if outcomes else None)
+    batch: list[ScriptCalls] = []
+
+    def also(calls: ScriptCalls) -> None:
+        batch.append(calls)
+        if outcomes:
+            ctx.topics.finish(topic, outcomes, now, calls=calls)
+
+    recorded = ctx.store.settle_many(settlements, also=also)
+    opened = batch[0].results[len(settlements):] if batch and outcomes else []
+    for host, until in zip(opened[0][::2], opened[0][1::2]) if opened else ():
+        events.emit("circuit_open", logging.WARNING, topic=topic, host=host, until_ms=int(until))
     for result, ok in zip(results, recorded):
         if result.outcome not in ATTEMPTED:
             continue

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from httpqueue.config import Settings
 from httpqueue.exceptions import TaskConflict, TaskNotFound
 from httpqueue.states import State
-from httpqueue.store import TaskStore, _script, translate_errors
+from httpqueue.store import ScriptCalls, TaskStore, _script, translate_errors
 
 #: Settings a topic may have, with the hash field each is stored in.
 CONFIG_FIELDS = {"rate_limit": "rate", "concurrency": "conc", "failure_callback": "fcb"}
@@ -105,15 +105,21 @@ class TopicControls:
         return Admission([Verdict.parse(v) for v in reply[1:]], reply[0] or None)
 
     def finish(self, topic: str, outcomes: t.Sequence[tuple[str, str, str]], now_ms: int,
-               client: t.Any = None) -> t.Any:
-        """Release running places and feed the breakers: ``outcomes`` are (task id, host, ok|fail|skip)."""
+               calls: ScriptCalls | None = None) -> t.Any:
+        """Release running places and feed the breakers: ``outcomes`` are (task id, host, ok|fail|skip).
+
+        With ``calls``, the call joins that round trip (the delivery task's settle) instead.
+        """
         k = self.keys.for_topic(topic)
         s = self.settings
         args: list[t.Any] = [now_ms, s.breaker_threshold, int(s.breaker_cooldown * 1000),
                              int(s.breaker_cooldown_max * 1000)]
         for item in outcomes:
             args += list(item)
-        return self._scripts["finish"](keys=[k.running, k.breaker], args=args, client=client)
+        if calls is not None:
+            calls.add(self._scripts["finish"], [k.running, k.breaker], args)
+            return None
+        return self._scripts["finish"](keys=[k.running, k.breaker], args=args)
 
     # -- settings
 
