@@ -93,6 +93,8 @@ def seed_blueprint(schemas: Schemas) -> Blueprint:
     @blp.doc(parameters=[IDEMPOTENCY_HEADER])
     @blp.response(200, CreatedSchema)
     @blp.alt_response(400, schema=ApiErrorSchema, description="A field is invalid; `fields` says which and why.")
+    @blp.alt_response(409, schema=ApiErrorSchema, description="The id (or Idempotency-Key) was used by a "
+                                                              "different request.")
     @blp.alt_response(503, schema=ApiErrorSchema, description="Redis is unreachable; retry later.")
     def create(body: dict[str, t.Any]) -> dict[str, t.Any]:
         """Create a task: POST `content` to `callback` after `delay` seconds (or at `execute_at`).

@@ -10,6 +10,7 @@ import json
 import math
 import time
 import numbers
+import re
 import typing as t
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
@@ -40,6 +41,10 @@ class StrictInteger(StrictNumber):
         return int(number)
 
 
+RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
+"""RFC 3339's date-time (with its offset), which is narrower than what ``fromisoformat`` reads."""
+
+
 class ExecuteAt(fields.Field):
     """An absolute time: Unix seconds (a number, fractions for ms) or an RFC 3339 string with an offset."""
 
@@ -49,8 +54,12 @@ class ExecuteAt(fields.Field):
                 raise ValidationError("must be a time: Unix seconds >= 0 or an RFC 3339 string")
             return float(value)
         if isinstance(value, str):
-            try:
-                when = datetime.datetime.fromisoformat(value.strip())
+            match = RFC3339.match(value)
+            if not match:
+                raise ValidationError("is not an RFC 3339 time (e.g. 2026-12-24T18:00:00Z)")
+            stamp, fraction, offset = match.groups()
+            try:  # fromisoformat wants upper case and at most microseconds
+                when = datetime.datetime.fromisoformat(f"{stamp.upper()}{(fraction or '')[:7]}{offset.upper()}")
             except ValueError:
                 raise ValidationError("is not an RFC 3339 time (e.g. 2026-12-24T18:00:00Z)") from None
             if when.tzinfo is None:
@@ -79,6 +88,8 @@ def check_headers(headers: t.Mapping[str, t.Any]) -> None:
     """Refuse extra headers that are malformed, too many, too large, or on the deny-list."""
     if len(headers) > MAX_HEADERS:
         raise ValidationError(f"at most {MAX_HEADERS} headers")
+    if len({name.lower() for name in headers}) < len(headers):
+        raise ValidationError("names a header twice (header names ignore case)")
     for name, value in headers.items():
         if not name or len(name) > 64 or not set(name) <= TOKEN_CHARS:
             raise ValidationError(f"{name!r} is not a valid header name")
@@ -140,7 +151,8 @@ def create_schema(s: Settings) -> type[Schema]:
                                                    {"type": "string", "format": "date-time"}]})
         retry = StrictInteger(load_default=0, validate=validate.Range(0, s.max_retry),
                               metadata={"description": "Retries after the first failed attempt "
-                                                       f"(backoff {s.retry_base}, {2 * s.retry_base}, ... s).",
+                                                       f"(backoff {s.retry_base}, {2 * s.retry_base}, ... s, "
+                                                       "or as `retry_policy` says).",
                                         "example": 3})
         callback = fields.Url(required=True, schemes={"http", "https"}, require_tld=False,
                               validate=validate.Length(max=s.max_callback),
