@@ -169,3 +169,17 @@ def test_topic_settings_are_validated(client: t.Any, topic: str, body: dict[str,
     response = client.patch(f"/v1/topics/{topic}", json=body)
     assert response.status_code == 400, response.get_data(as_text=True)
     assert field in response.get_json()["error"]
+
+
+def test_task_failure_callback_wins_over_the_topics(client: t.Any, receiver: Receiver, worker: t.Any,
+                                                     topic: str) -> None:
+    path, own, topics = f"/{topic}", f"/{topic}-own", f"/{topic}-topic"
+    receiver.default(path, Answer(status=500, body="x"))
+    client.patch(f"/v1/topics/{topic}", json={"failure_callback": receiver.url(topics)})
+    response = client.post("/v1/tasks", json={"topic": topic, "delay": 0, "callback": receiver.url(path),
+                                              "failure_callback": receiver.url(own)})
+    task_id = response.get_json()["id"]
+    receiver.wait_for(lambda reqs: any(r.path == own for r in reqs))
+    [notice] = [r for r in receiver.requests if r.path == own]
+    assert notice.json["id"] == task_id and notice.json["state"] == "failed"
+    assert [r for r in receiver.requests if r.path == topics] == []
