@@ -98,3 +98,15 @@ def test_callback_body_passes_content_through() -> None:
     record = TaskRecord(id="i", topic="t", callback="http://x/", content={"a": [1, "é"]}, state=State.QUEUED,
                         execute_ms=0, due_ms=0, created_ms=0, max_retry=0, has_retry=0, attempts=1, gen=1)
     assert json.loads(delivery.callback_body(record)) == {"id": "i", "topic": "t", "content": {"a": [1, "é"]}}
+
+
+def test_readme_is_valid_restructuredtext() -> None:
+    import io
+
+    import docutils.core
+
+    warnings = io.StringIO()
+    docutils.core.publish_string((Path(__file__).resolve().parents[2] / "README.rst").read_text(),
+                                 writer_name="null",
+                                 settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": warnings})
+    assert warnings.getvalue() == ""
