@@ -28,7 +28,7 @@ import typing as t
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from httpqueue import context, delivery, events
+from httpqueue import context, delivery, events, logs
 from httpqueue.context import now_ms
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled, StoreUnavailable, UnsafeCallbackError
 from httpqueue.store import Dispatch, ScriptCalls, Settlement, TaskRecord
@@ -116,11 +116,39 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
     admission = ctx.topics.admit(topic, tasks, now_ms())
     go = [task for task, v in zip(tasks, admission.verdicts) if v.action == "go"]
     results = [_turned_away(task, v) for task, v in zip(tasks, admission.verdicts) if v.action != "go"]
-    results += attempt_on_time(self, ctx, go, {task.id: offsets[task.id] for task in go}, started)
+    go_offsets = {task.id: offsets[task.id] for task in go}
+    if any(go_offsets.values()):
+        # Tasks due later in this message's window: wait for them off the pool, so a
+        # pool process is not held asleep; the leases cover a worker that dies meanwhile.
+        ctx.pending.acquire_many(len(go))
+        ctx.runner.submit(_finish_later, self, ctx, topic, go, go_offsets, started, results,
+                          admission.failure_callback)
+        summary["handed_off"] = len(go)
+        return summary
+    results += attempt_on_time(self, ctx, go, go_offsets, started)
     record(ctx, topic, results, admission.failure_callback)
     for result in results:
         summary[result.outcome] = summary.get(result.outcome, 0) + 1
     return summary
+
+
+def _finish_later(task_cls: DeliveryTask, ctx: context.Context, topic: str, go: list[TaskRecord],
+                  offsets: dict[str, int], started: float, results: list[Result],
+                  failure_callback: str | None) -> None:
+    """Run a message's attempts at their offsets and record them (in the runner thread)."""
+    try:
+        record(ctx, topic, [*results, *attempt_on_time(task_cls, ctx, go, offsets, started)], failure_callback)
+    except Exception:  # recorded nowhere: the leases run out and the promoter re-issues the tasks
+        logs.LOGGER.exception("delivery of %d tasks of topic %r failed", len(go), topic)
+    finally:
+        ctx.pending.release_many(len(go))
+
+
+def drain(timeout: float = 30.0) -> None:
+    """Wait for handed-off attempts to finish (worker shutdown), if this process has any."""
+    ctx = context.current() if context.installed() else None
+    if ctx is not None and "runner" in vars(ctx):
+        ctx.runner.shutdown(wait=True, cancel_futures=False)
 
 
 def attempt_on_time(task_cls: DeliveryTask, ctx: context.Context, tasks: t.Sequence[TaskRecord],

@@ -107,6 +107,6 @@ def test_readme_is_valid_restructuredtext() -> None:
 
     warnings = io.StringIO()
     docutils.core.publish_string((Path(__file__).resolve().parents[2] / "README.rst").read_text(),
-                                 writer_name="null",
+                                 writer="null",
                                  settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": warnings})
     assert warnings.getvalue() == ""
