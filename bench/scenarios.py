@@ -1,0 +1,358 @@
+"""The benchmark scenarios. Each starts a fresh :class:`~bench.stack.Stack` and returns its figures.
+
+Targets are the issue's, for a 2-core machine with everything on the same box.
+The baseline runs first, so that delivery and lateness can be reported as
+ratios to plain Celery measured in the same run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+import typing as t
+
+from bench.load import JsonPoster, paced, random_delay, task_body, wrk_post
+from bench.report import ScenarioResult, percentile
+from bench.stack import BENCH_SETTINGS, Stack, wait_until
+
+DAY = 86_400
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes and durations of one run (``--quick`` makes everything smaller)."""
+
+    hq_workers: int = 1
+    hq_pool: str = "prefork"
+    hq_concurrency: int = 0  # 0: httpqueue's default (cores for prefork)
+    create_seconds: float = 10
+    create_connections: int = 32
+    batch_seconds: float = 10
+    batch_connections: int = 8
+    batch_size: int = 1000
+    delivery_n: int = 20_000
+    lateness_rate: float = 500
+    lateness_seconds: float = 30
+    light_rate: float = 100
+    light_seconds: float = 15
+    delay_low: float = 1.0
+    delay_high: float = 5.0
+    scale_n: int = 1_000_000
+    scale_create_seconds: float = 5
+    cores: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+
+    @classmethod
+    def quick(cls, **kw: t.Any) -> Config:
+        return cls(create_seconds=4, batch_seconds=4, delivery_n=4_000, lateness_seconds=8, light_seconds=6,
+                   scale_n=100_000, scale_create_seconds=3, **kw)
+
+
+@dataclasses.dataclass
+class Baseline:
+    """Plain Celery's figures that httpqueue's are compared with."""
+
+    delivery_cps: float | None = None
+    late_p50: float | None = None
+    late_p99: float | None = None
+    late_max: float | None = None
+
+
+def _hq_params(cfg: Config) -> dict[str, t.Any]:
+    return {"hq_workers": cfg.hq_workers, "hq_pool": cfg.hq_pool,
+            "hq_concurrency": cfg.hq_concurrency or (cfg.cores if cfg.hq_pool == "prefork" else 8 * cfg.cores)}
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
+
+
+# -- 1. create
+
+
+def create(cfg: Config, base: Baseline) -> ScenarioResult:
+    """Single-task ``POST /create`` with wrk, tasks due in a day (no delivery interferes)."""
+    result = ScenarioResult("create", params={"seconds": cfg.create_seconds, "connections": cfg.create_connections,
+                                              "api": "httpqueue api (gunicorn defaults)"})
+    result.params.update(_hq_params(cfg))
+    with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
+        stack.start_base().start_httpqueue()
+        run = _wrk_create(stack, cfg.create_seconds, cfg.create_connections)
+        result.add("create_rps", run.rps, "req/s", ">= 3000")
+        result.add("create_p50", run.p50_us / 1000, "ms")
+        result.add("create_p99", run.p99_us / 1000, "ms")
+        result.add("create_errors", run.status_errors + run.socket_errors, "req", "<= 0")
+    return result
+
+
+def _wrk_create(stack: Stack, seconds: float, connections: int) -> t.Any:
+    body = json.dumps(task_body(stack.receiver.url(), DAY))
+    wrk_post(stack.api_url("/create"), body, seconds=1, connections=connections)  # warm every gunicorn worker
+    return wrk_post(stack.api_url("/create"), body, seconds=seconds, connections=connections)
+
+
+def batch(cfg: Config, base: Baseline) -> ScenarioResult:
+    """``POST /v1/tasks/batch`` with 1,000 tasks per request, due in a day."""
+    result = ScenarioResult("batch", params={"seconds": cfg.batch_seconds, "connections": cfg.batch_connections,
+                                             "tasks_per_request": cfg.batch_size})
+    with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
+        stack.start_base().start_httpqueue()
+        url = stack.receiver.url()
+        body = json.dumps({"tasks": [task_body(url, DAY, n) for n in range(cfg.batch_size)]})
+        run = wrk_post(stack.api_url("/v1/tasks/batch"), body, seconds=cfg.batch_seconds,
+                       connections=cfg.batch_connections)
+        ok = run.requests - run.status_errors
+        result.add("batch_tasks_per_s", ok * cfg.batch_size / (run.duration_us / 1e6), "tasks/s", ">= 30000")
+        result.add("batch_request_p50", run.p50_us / 1000, "ms")
+        result.add("batch_request_p99", run.p99_us / 1000, "ms")
+        stored = stack.client().eval(SUM_SCHEDULED, 0)
+        result.add("batch_tasks_stored", int(stored), "tasks", note="scheduled tasks counted in Redis afterwards")
+        result.add("batch_errors", run.status_errors + run.socket_errors, "req", "<= 0")
+    return result
+
+
+SUM_SCHEDULED = """
+local n = 0
+for _, key in ipairs(redis.call('KEYS', 'hq:*:stats')) do
+  local v = redis.call('HGETALL', key)
+  for i = 1, #v, 2 do if string.sub(v[i], 1, 10) == 'scheduled|' then n = n + tonumber(v[i + 1]) end end
+end
+return n
+"""
+
+
+# -- 2. delivery
+
+
+def delivery(cfg: Config, base: Baseline) -> ScenarioResult:
+    """N tasks all due at the same instant (created with the batch endpoint): callbacks per second."""
+    n = cfg.delivery_n
+    lead = max(5.0, n / 5000 + 3)
+    result = ScenarioResult("delivery", params={"tasks": n, "lead_s": lead, **_hq_params(cfg),
+                                                "timer_horizon_s": float(BENCH_SETTINGS["timer_horizon"])})
+    with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
+        stack.start_base().start_httpqueue()
+        due_at = time.time() + lead
+        created_s = _create_due_at(stack, n, due_at, cfg.batch_size)
+        result.params["create_s"] = round(created_s, 2)
+        _measure_delivery(result, stack, n, due_at, base.delivery_cps, target_factor=2.0)
+        result.add("worker_rss_after", stack.worker_rss() / 2**20, "MiB")
+    return result
+
+
+def _create_due_at(stack: Stack, n: int, due_at: float, size: int, threads: int = 4) -> float:
+    """Create n tasks due at ``due_at`` (absolute) through the batch endpoint; returns the seconds it took."""
+    poster = JsonPoster(stack.api_url("/v1/tasks/batch"))
+    url = stack.receiver.url()
+    chunks = [range(i, min(n, i + size)) for i in range(0, n, size)]
+    started = time.monotonic()
+
+    def run(k: int) -> None:
+        for chunk in chunks[k::threads]:
+            delay = round(due_at - time.time(), 3)
+            reply = poster.post({"tasks": [task_body(url, delay, i) for i in chunk]})
+            bad = [r for r in reply["results"] if "id" not in r]
+            if bad:
+                raise RuntimeError(f"batch create refused tasks: {bad[:2]}")
+
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.monotonic() - started
+
+
+def _measure_delivery(result: ScenarioResult, stack: Stack, n: int, due_at: float, base_cps: float | None,
+                      target_factor: float | None) -> float:
+    """Wait for n callbacks and add throughput figures; returns callbacks per second."""
+    wait_until(lambda: stack.receiver.stats()["count"] >= n, max(0, due_at - time.time()) + 60 + n / 200,
+               f"{n} callbacks", interval=0.5)
+    time.sleep(0.5)  # let stragglers (duplicates) show up before counting
+    stats = stack.receiver.stats()
+    arrivals = stack.receiver.arrivals()
+    first, last = min(arrivals), max(arrivals)
+    cps = (len(arrivals) - 1) / (last - first) if last > first else None
+    target = f">= {target_factor * base_cps:.0f}" if target_factor and base_cps else None
+    result.add("callbacks_per_s", cps, "cb/s", target, vs_celery=_ratio(cps, base_cps),
+               note=None if target or not target_factor else "target is 2x plain Celery: run the baseline too")
+    result.add("first_after_due", (first - due_at) * 1000, "ms")
+    result.add("last_after_due", (last - due_at) * 1000, "ms")
+    result.add("duplicates", stats["count"] - stats["unique"], "callbacks", "<= 0")
+    return cps or 0.0
+
+
+# -- 3. lateness
+
+
+def lateness(cfg: Config, base: Baseline) -> ScenarioResult:
+    """Single-task creates at a steady rate, delays 1-5 s (both sides of the horizon): arrival - due."""
+    result = ScenarioResult("lateness", params={"rate": cfg.lateness_rate, "seconds": cfg.lateness_seconds,
+                                                "delays_s": [cfg.delay_low, cfg.delay_high],
+                                                "timer_horizon_s": float(BENCH_SETTINGS["timer_horizon"]),
+                                                **_hq_params(cfg)})
+    with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
+        stack.start_base().start_httpqueue()
+        sent = _paced_creates(stack, cfg, cfg.lateness_rate, cfg.lateness_seconds)
+        _measure_lateness(result, stack, sent, base, p99_target=50)
+    # the same at a light rate: the timer's own precision when the box is not saturated
+    light = ScenarioResult("light")
+    with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
+        stack.start_base().start_httpqueue()
+        sent = _paced_creates(stack, cfg, cfg.light_rate, cfg.light_seconds)
+        _measure_lateness(light, stack, sent, None, p99_target=None)
+    result.params.update({f"light_{k}": v for k, v in light.params.items()})
+    for figure in light.figures:
+        figure.name = f"{figure.name}_at_{cfg.light_rate:g}"
+        result.figures.append(figure)
+    return result
+
+
+def _paced_creates(stack: Stack, cfg: Config, rate: float, seconds: float) -> t.Any:
+    poster = JsonPoster(stack.api_url("/create"))
+    url = stack.receiver.url()
+    return paced(lambda n: poster.post(task_body(url, random_delay(cfg.delay_low, cfg.delay_high), n)),
+                 rate=rate, seconds=seconds)
+
+
+def _measure_lateness(result: ScenarioResult, stack: Stack, sent: t.Any, base: Baseline | None,
+                      p99_target: float | None) -> tuple[float | None, float | None, float | None]:
+    result.params.update(sent=sent.sent, failed=sent.failed, achieved_rate=round(sent.rate, 1),
+                         sender_max_behind_ms=round(sent.max_behind_ms, 1))
+    if sent.errors:
+        result.params["send_errors"] = sent.errors
+    try:
+        wait_until(lambda: stack.receiver.stats()["count"] >= sent.sent, 60, f"{sent.sent} callbacks", interval=0.5)
+    except RuntimeError as exc:
+        result.error = str(exc)
+    late = stack.receiver.lateness()
+    p50, p99, worst = percentile(late, 50), percentile(late, 99), max(late) if late else None
+    result.add("received", len(late), "callbacks")
+    result.add("late_p50", p50, "ms", vs_celery=_ratio(p50, base and base.late_p50))
+    result.add("late_p99", p99, "ms", f"<= {p99_target}" if p99_target else None,
+               vs_celery=_ratio(p99, base and base.late_p99))
+    result.add("late_max", worst, "ms", vs_celery=_ratio(worst, base and base.late_max))
+    result.add("early", sum(1 for x in late if x < 0), "callbacks", note="arrived before their due time")
+    return p50, p99, worst
+
+
+# -- 4. scale
+
+
+def scale(cfg: Config, base: Baseline) -> ScenarioResult:
+    """N pending tasks due in a day: Redis bytes per task, worker RSS, create throughput at N vs empty."""
+    n = cfg.scale_n
+    result = ScenarioResult("scale", params={"tasks": n, "loader": "TaskStore.create_many (pipelined create.lua)",
+                                             **_hq_params(cfg),
+                                             "content": '{"n": <int>}', "topic": "bench",
+                                             "create_runs": "best of 2 per side"})
+    with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
+        stack.start_base().start_httpqueue()
+        time.sleep(3)  # a few promoter passes: the idle figure is a settled one
+        rss_idle = stack.worker_rss()
+        empty = _best_create(stack, cfg)
+        client = stack.client()
+        before = int(client.info("memory")["used_memory"])
+        load_s = _bulk_load(stack, n)
+        after = int(client.info("memory")["used_memory"])
+        time.sleep(5)  # promoter passes over the full timer
+        rss_full = stack.worker_rss()
+        full = _best_create(stack, cfg)
+        result.params["load_tasks_per_s"] = round(n / load_s)
+        result.add("redis_bytes_per_task", (after - before) / n, "B", "<= 350")
+        result.add("task_hash_bytes", _sample_hash_bytes(client), "B",
+                   note="MEMORY USAGE of one task's hash (key included); the rest is its timer entry")
+        result.add("worker_rss_idle", rss_idle / 2**20, "MiB")
+        result.add("worker_rss_at_n", rss_full / 2**20, "MiB")
+        result.add("worker_rss_growth", (rss_full / rss_idle - 1) * 100, "%", "<= 10")
+        result.add("create_rps_empty", empty.rps, "req/s")
+        result.add("create_rps_at_n", full.rps, "req/s")
+        result.add("create_rps_change", (full.rps / empty.rps - 1) * 100, "%", ">= -20")
+        result.add("create_p99_at_n", full.p99_us / 1000, "ms")
+    return result
+
+
+def _best_create(stack: Stack, cfg: Config, runs: int = 2) -> t.Any:
+    """The best of a few short create runs: noise from a shared machine only ever lowers throughput."""
+    return max((_wrk_create(stack, cfg.scale_create_seconds, cfg.create_connections) for _ in range(runs)),
+               key=lambda r: r.rps)
+
+
+def _sample_hash_bytes(client: t.Any) -> float | None:
+    """Median MEMORY USAGE of a few task hashes."""
+    _, keys = client.scan(0, match="hq:*:t:*", count=1000)
+    sizes = sorted(int(client.memory_usage(k, samples=0)) for k in keys[:50])
+    return float(sizes[len(sizes) // 2]) if sizes else None
+
+
+def _bulk_load(stack: Stack, n: int, chunk: int = 5000) -> float:
+    """n tasks due in a day straight into the store (the API's create script, pipelined)."""
+    from httpqueue.config import Settings
+    from httpqueue.context import Context, now_ms
+    from httpqueue.store import NewTask
+
+    settings = Settings.load({**BENCH_SETTINGS, "redis_url": stack.redis_url}, environ={})
+    store = Context(settings).store
+    url = stack.receiver.url()
+    started = time.monotonic()
+    for start in range(0, n, chunk):
+        now = now_ms()
+        tasks = [NewTask(topic="bench", callback=url, content={"n": i}, due_ms=now + DAY * 1000, max_retry=0)
+                 for i in range(start, min(n, start + chunk))]
+        store.create_many(tasks, now)
+    return time.monotonic() - started
+
+
+# -- 5. baseline
+
+
+def baseline(cfg: Config, base: Baseline) -> ScenarioResult:
+    """Plain Celery: apply_async(countdown=...) to a task that POSTs with requests, prefork pool."""
+    from bench.baseline import QUEUE, configure, post
+
+    n = cfg.delivery_n
+    lead = max(5.0, n / 1000 + 3)  # apply_async publishes ~1,500/s here: all must be queued before the due time
+    result = ScenarioResult("baseline", params={"tasks": n, "lead_s": lead, "pool": "prefork",
+                                                "concurrency": cfg.cores, "rate": cfg.lateness_rate,
+                                                "lateness_seconds": cfg.lateness_seconds})
+    with Stack() as stack:
+        stack.start_base().start_baseline(cfg.cores)
+        app = configure(stack.baseline_broker_url())
+        url = stack.receiver.url()
+        broker = stack.client(db=2)
+        time.sleep(2)
+        rss_idle = stack.worker_rss("baseline")
+        # delivery: N tasks due at one instant
+        due_at = time.time() + lead
+        due_ms = int(due_at * 1000)
+        started = time.monotonic()
+        with app.producer_or_acquire() as producer:
+            for i in range(n):
+                post.apply_async((url, f"d{i}", due_ms, {"n": i}), countdown=due_at - time.time(), producer=producer)
+        result.params["publish_s"] = round(time.monotonic() - started, 2)
+        if time.time() > due_at:
+            result.params["warning"] = "publishing ended after the due time: raise the lead"
+        wait_until(lambda: broker.llen(QUEUE) == 0 or time.time() > due_at, lead + 30, "the worker to take every message")
+        rss_pending = stack.worker_rss("baseline")
+        base.delivery_cps = _measure_delivery(result, stack, n, due_at, None, None)
+        result.add("worker_rss_idle", rss_idle / 2**20, "MiB")
+        result.add("worker_rss_n_pending", rss_pending / 2**20, "MiB", note="every ETA message held in worker memory")
+        result.add("worker_bytes_per_pending", (rss_pending - rss_idle) / n, "B")
+        # lateness at the same steady rate, same delays
+        stack.receiver.reset()
+
+        def send(i: int) -> None:
+            delay = random_delay(cfg.delay_low, cfg.delay_high)
+            post.apply_async((url, f"l{i}", int(time.time() * 1000 + delay * 1000), {"n": i}), countdown=delay)
+
+        sent = paced(send, rate=cfg.lateness_rate, seconds=cfg.lateness_seconds)
+        base.late_p50, base.late_p99, base.late_max = _measure_lateness(result, stack, sent, None, None)
+    return result
+
+
+SCENARIOS: dict[str, t.Callable[[Config, Baseline], ScenarioResult]] = {
+    "baseline": baseline, "create": create, "batch": batch, "delivery": delivery, "lateness": lateness,
+    "scale": scale,
+}
+"""In run order: the baseline first, so the others can be compared with it."""
