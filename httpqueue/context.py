@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 import time
 import typing as t
 from pathlib import Path
-
-from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -21,8 +18,8 @@ from httpqueue.connections import redis_client
 from httpqueue.keys import Keys
 from httpqueue.store import TaskStore
 
-DELIVERY_THREADS = 64
-"""Callbacks in flight at once per worker process, across all its messages."""
+DELIVERY_THREADS = 100
+"""Callbacks in flight at once per worker process, across all its messages (threads mostly wait on I/O)."""
 
 MAX_PENDING = 4 * DELIVERY_THREADS
 """Most handed-off tasks per worker process; a delivery message beyond that waits for room."""
@@ -43,24 +40,6 @@ def resolve_redis_url(settings: Settings) -> str:
     if marker.exists():
         return marker.read_text().strip()
     return "redis://127.0.0.1:6379/0"
-
-
-class Slots:
-    """A counting semaphore taken and given back several units at a time."""
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self.cond = threading.Condition()
-
-    def acquire_many(self, n: int) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.free >= n)
-            self.free -= n
-
-    def release_many(self, n: int) -> None:
-        with self.cond:
-            self.free += n
-            self.cond.notify_all()
 
 
 class Context:
@@ -107,19 +86,11 @@ class Context:
         return session
 
     @functools.cached_property
-    def executor(self) -> ThreadPoolExecutor:
-        """Threads that send the callbacks of one message concurrently (a slow receiver delays no other)."""
-        return ThreadPoolExecutor(max_workers=DELIVERY_THREADS, thread_name_prefix="httpqueue-callback")
+    def launcher(self) -> t.Any:
+        """Runs callbacks at their offsets on I/O threads, off the Celery pool (see :mod:`httpqueue.launcher`)."""
+        from httpqueue.launcher import Launcher
 
-    @functools.cached_property
-    def runner(self) -> ThreadPoolExecutor:
-        """Threads that wait for the later tasks of a delivery message, so pool processes do not."""
-        return ThreadPoolExecutor(max_workers=32, thread_name_prefix="httpqueue-due")
-
-    @functools.cached_property
-    def pending(self) -> "Slots":
-        """Bounds the tasks handed to :attr:`runner` and not yet recorded (back pressure on Celery)."""
-        return Slots(MAX_PENDING)
+        return Launcher(DELIVERY_THREADS, MAX_PENDING)
 
     @functools.cached_property
     def signer(self) -> t.Any:

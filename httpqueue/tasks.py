@@ -20,6 +20,7 @@ before any callback was sent.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -28,7 +29,7 @@ import typing as t
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from httpqueue import context, delivery, events, logs
+from httpqueue import context, delivery, events
 from httpqueue.context import now_ms
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled, StoreUnavailable, UnsafeCallbackError
 from httpqueue.store import Dispatch, ScriptCalls, Settlement, TaskRecord
@@ -115,58 +116,23 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
         return summary
     admission = ctx.topics.admit(topic, tasks, now_ms())
     go = [task for task, v in zip(tasks, admission.verdicts) if v.action == "go"]
-    results = [_turned_away(task, v) for task, v in zip(tasks, admission.verdicts) if v.action != "go"]
-    go_offsets = {task.id: offsets[task.id] for task in go}
-    if any(go_offsets.values()):
-        # Tasks due later in this message's window: wait for them off the pool, so a
-        # pool process is not held asleep; the leases cover a worker that dies meanwhile.
-        ctx.pending.acquire_many(len(go))
-        ctx.runner.submit(_finish_later, self, ctx, topic, go, go_offsets, started, results,
-                          admission.failure_callback)
-        summary["handed_off"] = len(go)
-        return summary
-    results += attempt_on_time(self, ctx, go, go_offsets, started)
-    record(ctx, topic, results, admission.failure_callback)
-    for result in results:
-        summary[result.outcome] = summary.get(result.outcome, 0) + 1
+    turned_away = [_turned_away(task, v) for task, v in zip(tasks, admission.verdicts) if v.action != "go"]
+    # Hand the attempts to the launcher: each starts at its offset from this message's start
+    # (offsets, not absolute due times, so a promoter on an injected clock still works), on
+    # I/O threads; the outcomes are recorded together when the last one ends.
+    calls = [(started + offsets[task.id] / 1000, functools.partial(attempt, self, ctx, task)) for task in go]
+    ctx.launcher.launch(calls, lambda results: record(ctx, topic, [*turned_away, *results],
+                                                      admission.failure_callback))
+    summary["launched"] = len(go)
+    summary["turned_away"] = len(turned_away)
     return summary
 
 
-def _finish_later(task_cls: DeliveryTask, ctx: context.Context, topic: str, go: list[TaskRecord],
-                  offsets: dict[str, int], started: float, results: list[Result],
-                  failure_callback: str | None) -> None:
-    """Run a message's attempts at their offsets and record them (in the runner thread)."""
-    try:
-        record(ctx, topic, [*results, *attempt_on_time(task_cls, ctx, go, offsets, started)], failure_callback)
-    except Exception:  # recorded nowhere: the leases run out and the promoter re-issues the tasks
-        logs.LOGGER.exception("delivery of %d tasks of topic %r failed", len(go), topic)
-    finally:
-        ctx.pending.release_many(len(go))
-
-
 def drain(timeout: float = 30.0) -> None:
-    """Wait for handed-off attempts to finish (worker shutdown), if this process has any."""
+    """Let launched attempts finish and be recorded (worker shutdown), if this process has any."""
     ctx = context.current() if context.installed() else None
-    if ctx is not None and "runner" in vars(ctx):
-        ctx.runner.shutdown(wait=True, cancel_futures=False)
-
-
-def attempt_on_time(task_cls: DeliveryTask, ctx: context.Context, tasks: t.Sequence[TaskRecord],
-                    offsets: t.Mapping[str, int], started: float) -> list[Result]:
-    """Start each attempt ``offsets[id]`` ms after the message started, concurrently; return all results.
-
-    Offsets are relative to the message (not absolute due times), so a
-    promoter on an injected clock still gets its tasks fired in order.
-    """
-    if len(tasks) == 1 and not offsets[tasks[0].id]:
-        return [attempt(task_cls, ctx, tasks[0])]
-    futures = []
-    for task in sorted(tasks, key=lambda task: offsets[task.id]):
-        wait = offsets[task.id] / 1000 - (time.monotonic() - started)
-        if wait > 0:
-            time.sleep(wait)
-        futures.append(ctx.executor.submit(attempt, task_cls, ctx, task))
-    return [future.result() for future in futures]
+    if ctx is not None and "launcher" in vars(ctx):
+        ctx.launcher.drain(timeout)
 
 
 def _turned_away(task: TaskRecord, verdict: Verdict) -> Result:
