@@ -81,7 +81,7 @@ def api(address: str | None, redis_url: str | None, workers: int | None) -> None
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @redis_option
-@click.option("--pool", default=None, help="Celery pool: threads (default), prefork or solo.")
+@click.option("--pool", default=None, help="Celery pool: prefork (default), threads or solo.")
 @click.option("--concurrency", "-c", type=int, default=None, help="Threads or processes.")
 @click.pass_context
 def worker(cli: click.Context, redis_url: str | None, pool: str | None, concurrency: int | None) -> None:

@@ -72,8 +72,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("key_prefix", str, "hq", "Prefix of every Redis key of the task store."),
     Setting("shards", int, 16, "Timer and statistics shards (Redis Cluster hash tags); fixed once tasks exist."),
     Setting("api_workers", int, 0, "gunicorn worker processes for `httpqueue api` (0: 2 x cores + 1)."),
-    Setting("worker_concurrency", int, 0, "Celery worker threads/processes (0: 8 x cores for threads, cores for prefork)."),
-    Setting("worker_pool", str, "threads", "Celery pool for `httpqueue worker`: threads, prefork, solo."),
+    Setting("worker_concurrency", int, 0, "Celery pool processes/threads (0: cores for prefork, 8 x cores for threads). Callbacks themselves run on 100 I/O threads per process."),
+    Setting("worker_pool", str, "prefork", "Celery pool for `httpqueue worker`: prefork (uses every core), threads, solo."),
     # -- the seed's API limits
     Setting("max_delay", float, 366 * DAY, "Largest `delay` accepted, in seconds."),
     Setting("max_retry", int, 30, "Largest `retry` accepted."),

@@ -28,7 +28,7 @@ TEST_SETTINGS: dict[str, t.Any] = {
     "visibility_timeout": 60,
     "throttle_delay_max": 3.0,
     "shards": 4,
-    "worker_concurrency": 8,
+    "worker_concurrency": 2,
     "breaker_threshold": 5,
     "breaker_cooldown": 1.5,
     "topic_wait": 0.1,
