@@ -130,14 +130,35 @@ def seed_blueprint(schemas: Schemas) -> Blueprint:
         return {"status": "ok"}
 
     @blp.route("/ready", methods=["GET"])
-    @blp.response(200, description="Redis answers.")
-    @blp.alt_response(503, schema=ApiErrorSchema, description="Redis does not answer.")
+    @blp.response(200, description="Redis and the broker answer.")
+    @blp.alt_response(503, schema=ApiErrorSchema, description="Redis or the broker does not answer.")
     def ready() -> dict[str, str]:
-        """Readiness: the task store (and so the default broker) answers."""
+        """Readiness: the task store and the Celery broker answer."""
         _ctx().store.ping()
+        broker_reachable()
         return {"status": "ready"}
 
+    @blp.route("/metrics", methods=["GET"])
+    @blp.doc(responses={200: {"description": "Prometheus text format.", "content": {"text/plain": {}}}})
+    def metrics_endpoint() -> t.Any:
+        """Prometheus metrics: this host's API and worker processes, and task counts from Redis."""
+        from httpqueue import metrics
+
+        body, content_type = metrics.exposition(_ctx())
+        return current_app.response_class(body, mimetype=None, content_type=content_type)
+
     return blp
+
+
+def broker_reachable(timeout: float = 2.0) -> None:
+    """Raise :class:`StoreUnavailable` (503) if the Celery broker does not answer within ``timeout``."""
+    from httpqueue.celeryapp import app as celery_app
+
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:  # kombu raises many kinds: all mean "not ready"
+        raise StoreUnavailable(f"the Celery broker is unavailable: {exc}") from exc
 
 
 def delete_task(task_id: str) -> dict[str, str]:

@@ -57,6 +57,7 @@ app.add_defaults(_defaults)
 app.config_from_object("celeryconfig", silent=True)
 
 # Imported for their side effects: the delivery task and the promoter bootstep.
+from httpqueue import metrics as _metrics  # noqa: E402,F401  (counts this process's events)
 from httpqueue import tasks as _tasks  # noqa: E402,F401
 from httpqueue.promoter import PromoterStep  # noqa: E402
 

@@ -28,11 +28,21 @@ def _install(**overrides: t.Any) -> Settings:
         if value is not None:
             os.environ[f"HTTPQUEUE_{name.upper()}"] = str(value)
     settings = Settings.load()
+    from httpqueue.metrics_dir import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(settings.metrics_dir)  # before anything imports prometheus_client
     context.install(settings)
     from httpqueue import logs
 
     logs.configure(settings.log_format)
     return settings
+
+
+def _child_exit(server: t.Any, worker: t.Any) -> None:
+    """gunicorn hook: a dead worker's live metrics leave the multiprocess files."""
+    from httpqueue import metrics
+
+    metrics.mark_process_dead(worker.pid)
 
 
 def bind_address(address: str) -> str:
@@ -72,6 +82,7 @@ def api(address: str | None, redis_url: str | None, workers: int | None) -> None
             self.cfg.set("keepalive", 30)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)
+            self.cfg.set("child_exit", _child_exit)
 
         def load(self) -> t.Any:
             return create_app(settings)

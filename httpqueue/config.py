@@ -106,6 +106,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("follow_redirects", bool, False, "Follow HTTP redirects from callback receivers (each hop is checked like the first)."),
     Setting("api_tokens", tuple, (), "Bearer tokens accepted by the API (comma-separated). Empty: no authentication."),
     Setting("signing_secrets", tuple, (), "Standard Webhooks secrets (`whsec_...`, comma-separated, newest first). Empty: callbacks are not signed."),
+    Setting("metrics_dir", str, "", "Directory for prometheus_client's multiprocess files (emptied at start). Empty: a fresh temporary one per command; `httpqueue run` shares it between API and worker."),
+    Setting("worker_metrics_port", int, 0, "Port on which `httpqueue worker` serves its Prometheus metrics (0: off; with `httpqueue run` the API's /metrics has them)."),
     Setting("log_format", str, "text", "Log lines as `text` (the seed's format) or `json` (one object per line)."),
     Setting("visibility_timeout", int, 3600, "kombu's visibility_timeout for the Redis broker, in seconds; must exceed horizon + lease."),
 )

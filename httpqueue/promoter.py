@@ -79,6 +79,8 @@ class Promoter:
             now = int(self.clock() * 1000)
             report.purged = sum(self.store.purge(shard, now) for shard in range(shards))
         self.passes += 1
+        if report.promoted:
+            events.emit("promoted", logging.DEBUG, count=report.promoted, promoter=self.name)
         if report.reclaimed:
             events.emit("reclaimed", logging.WARNING, count=report.reclaimed, promoter=self.name)
         if self.heartbeat is not None:
@@ -128,6 +130,10 @@ class PromoterStep(bootsteps.StartStopStep):
 
         promoter = Promoter(store, tasks.publish, interval=ctx.settings.promoter_interval,
                             name=worker.hostname, heartbeat=heartbeat)
+        if ctx.settings.worker_metrics_port:
+            from httpqueue import metrics
+
+            metrics.serve(ctx.settings.worker_metrics_port, ctx)
         self.stop_event.clear()
         self.thread = threading.Thread(target=promoter.run, args=(self.stop_event,),
                                        name="httpqueue-promoter", daemon=True)

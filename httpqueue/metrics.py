@@ -1,0 +1,164 @@
+"""Prometheus metrics: counters fed by lifecycle events, gauges read from Redis at scrape time.
+
+Counters and histograms listen to :mod:`httpqueue.events` (one place where
+facts are emitted; nothing here polls or duplicates them). They are
+multiprocess-safe: ``httpqueue api``, ``worker`` and ``run`` point
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before anything imports
+prometheus_client, so gunicorn workers and Celery pool processes write to
+files that one scrape sums up. ``httpqueue run`` shares the directory between
+its API and its worker, so ``GET /metrics`` shows both; a worker on its own
+serves its metrics on ``HTTPQUEUE_WORKER_METRICS_PORT``.
+
+The task counts by state and topic and the promoter lag are read from Redis
+when scraped (:class:`StoreCollector`), so they are exact whichever process
+answers. Topic labels are capped at :data:`MAX_TOPICS` distinct values per
+process (then ``other``), so a client inventing topics cannot blow up the
+series count.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import typing as t
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from httpqueue import events
+from httpqueue.metrics_dir import ENV
+
+MAX_TOPICS = 200
+OTHER = "other"
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300)
+
+CREATED = Counter("httpqueue_tasks_created_total", "Tasks created.", ["topic"])
+DELIVERED = Counter("httpqueue_tasks_delivered_total", "Tasks whose callback succeeded.", ["topic"])
+RETRIED = Counter("httpqueue_tasks_retried_total", "Failed attempts that will be retried.", ["topic"])
+THROTTLED = Counter("httpqueue_tasks_throttled_total", "Attempts answered with code 101 (wait, no failure).",
+                    ["topic"])
+FAILED = Counter("httpqueue_tasks_failed_total", "Tasks that failed for good.", ["topic"])
+DELETED = Counter("httpqueue_tasks_deleted_total", "Tasks deleted before they fired.", ["topic"])
+DEFERRED = Counter("httpqueue_tasks_deferred_total", "Tasks turned away by their topic (limits, pause, circuit).",
+                   ["topic"])
+RESPONSES = Counter("httpqueue_receiver_responses_total", "Callback answers by code ('none': no usable answer).",
+                    ["topic", "code"])
+CALLBACK_SECONDS = Histogram("httpqueue_callback_duration_seconds", "Time a callback took.", ["topic"],
+                             buckets=LATENCY_BUCKETS)
+LATENESS_SECONDS = Histogram("httpqueue_firing_lateness_seconds", "Attempt start minus due time.", ["topic"],
+                             buckets=LATENESS_BUCKETS)
+PROMOTED = Counter("httpqueue_promoted_total", "Tasks handed from the timer to Celery.")
+RECLAIMED = Counter("httpqueue_reclaimed_total", "Tasks re-issued after their lease ran out (a worker died).")
+CIRCUITS = Counter("httpqueue_circuit_opened_total", "Circuit breakers opened.", ["topic"])
+
+OUTCOME_COUNTERS = {"succeeded": DELIVERED, "retrying": RETRIED, "throttled": THROTTLED, "failed": FAILED}
+
+_topics: set[str] = set()
+_topics_lock = threading.Lock()
+
+
+def topic_label(topic: t.Any) -> str:
+    """The topic as a label value, or ``other`` once this process has seen :data:`MAX_TOPICS` topics."""
+    name = str(topic or "")
+    with _topics_lock:
+        if name in _topics:
+            return name
+        if len(_topics) < MAX_TOPICS:
+            _topics.add(name)
+            return name
+    return OTHER
+
+
+def on_event(name: str, fields: t.Mapping[str, t.Any]) -> None:
+    """Update the metrics for one lifecycle event (an :mod:`httpqueue.events` listener)."""
+    if name == "create":
+        CREATED.labels(topic_label(fields.get("topic"))).inc()
+    elif name == "attempt":
+        topic = topic_label(fields.get("topic"))
+        counter = OUTCOME_COUNTERS.get(fields.get("outcome", ""))
+        if counter is not None:
+            counter.labels(topic).inc()
+        RESPONSES.labels(topic, str(fields.get("code") if fields.get("code") is not None else "none")).inc()
+        CALLBACK_SECONDS.labels(topic).observe(max(0.0, float(fields.get("duration_ms") or 0) / 1000))
+        LATENESS_SECONDS.labels(topic).observe(max(0.0, float(fields.get("late_ms") or 0) / 1000))
+    elif name == "delete":
+        DELETED.labels(topic_label(fields.get("topic"))).inc()
+    elif name == "deferred":
+        DEFERRED.labels(topic_label(fields.get("topic"))).inc(int(fields.get("count") or 1))
+    elif name == "promoted":
+        PROMOTED.inc(int(fields.get("count") or 0))
+    elif name == "reclaimed":
+        RECLAIMED.inc(int(fields.get("count") or 0))
+    elif name == "circuit_open":
+        CIRCUITS.labels(topic_label(fields.get("topic"))).inc()
+
+
+events.subscribe(on_event)
+
+
+class StoreCollector:
+    """Gauges read from Redis at scrape time: tasks by state and topic, promoter lag, live workers."""
+
+    def __init__(self, ctx: t.Any) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> t.Iterator[GaugeMetricFamily]:
+        store = self.ctx.store
+        tasks = GaugeMetricFamily("httpqueue_tasks", "Tasks by state and topic (from Redis).",
+                                  labels=["state", "topic"])
+        for (state, topic), n in sorted(store.counts().items()):
+            tasks.add_metric([state, topic], n)
+        yield tasks
+        now = time.time() * 1000
+        earliest = [d for d in (store.next_due_ms(shard) for shard in range(store.keys.shards)) if d is not None]
+        lag = max(0.0, (now - min(earliest)) / 1000 - store.horizon_ms / 1000) if earliest else 0.0
+        yield GaugeMetricFamily("httpqueue_promoter_lag_seconds",
+                                "How far the oldest parked task is past the moment it should have been promoted.",
+                                value=lag)
+        workers = sum(1 for _ in store.redis.scan_iter(self.ctx.keys.worker_heartbeat("*"), count=500))
+        yield GaugeMetricFamily("httpqueue_workers", "Workers whose promoter reported in recently.", value=workers)
+
+
+def exposition(ctx: t.Any | None = None) -> tuple[bytes, str]:
+    """The metrics of every process of this host (multiprocess) or this one, plus the store's gauges."""
+    if os.environ.get(ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    if ctx is not None:
+        store_registry = CollectorRegistry()
+        store_registry.register(StoreCollector(ctx))
+        body += generate_latest(store_registry)
+    return body, CONTENT_TYPE_LATEST
+
+
+def serve(port: int, ctx: t.Any | None = None) -> None:
+    """Serve :func:`exposition` on ``port`` (a worker's metrics endpoint), in a daemon thread."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, content_type = exposition(ctx)
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: t.Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    threading.Thread(target=server.serve_forever, name="httpqueue-metrics", daemon=True).start()
+
+
+def mark_process_dead(pid: int) -> None:
+    """gunicorn ``child_exit`` hook: drop a dead worker's live gauges from the multiprocess files."""
+    if os.environ.get(ENV):
+        multiprocess.mark_process_dead(pid)
