@@ -22,6 +22,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 
 from httpqueue import __version__, auth, context, events, logs
 from httpqueue.api_topics import topics_blueprint
+from httpqueue.dashboard import dashboard_blueprint
 from httpqueue.api_v1 import v1_blueprint
 from httpqueue.config import Settings
 from httpqueue.context import now_ms
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(seed_blueprint(schemas))
     api.register_blueprint(v1_blueprint(schemas, ApiBlueprint, create_task, create_batch, delete_task))
     api.register_blueprint(topics_blueprint(ApiBlueprint, check_callback))
+    app.register_blueprint(dashboard_blueprint())
     _register_errors(app)
     auth.install(app, s.api_tokens, _unauthorized)
     return app

@@ -40,6 +40,19 @@ class HistorySchema(Schema):
     events = fields.List(fields.Dict(), metadata={"description": "Oldest first: created, promoted, attempt, ..."})
 
 
+class SeriesArgs(Schema):
+    class Meta:
+        unknown = "raise"
+
+    minutes = fields.Integer(load_default=60, validate=validate.Range(1, 120))
+
+
+class SeriesSchema(Schema):
+    minutes = fields.List(fields.Dict(), metadata={
+        "description": "Per minute: t (Unix s), succeeded, retrying, throttled, failed, late_mean_ms, "
+                       "late_p50_ms, late_p99_ms (upper bounds of histogram buckets)."})
+
+
 class StatsSchema(Schema):
     totals = fields.Dict(keys=fields.String(), values=fields.Integer())
     topics = fields.Dict(keys=fields.String(), values=fields.Dict())
@@ -117,6 +130,13 @@ def v1_blueprint(schemas: t.Any, blueprint_cls: type, create_task: t.Callable[..
         events.emit("requeue", task_id=task_id, previous_state=changed.previous.value)
         return {"id": task_id, "state": "retrying" if changed.previous is not State.SCHEDULED else "scheduled",
                 "previous_state": changed.previous.value}
+
+    @blp.route("/series", methods=["GET"])
+    @blp.arguments(SeriesArgs, location="query", error_status_code=400)
+    @blp.response(200, SeriesSchema)
+    def series(args: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Attempts per minute by outcome and firing lateness (mean, approximate p50/p99), oldest first."""
+        return {"minutes": _ctx().series.read(args["minutes"])}
 
     @blp.route("/stats", methods=["GET"])
     @blp.response(200, StatsSchema)

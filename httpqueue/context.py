@@ -86,6 +86,13 @@ class Context:
         return session
 
     @functools.cached_property
+    def series(self) -> t.Any:
+        """Per-minute delivery statistics (the dashboard's charts)."""
+        from httpqueue.series import Series
+
+        return Series(self.store)
+
+    @functools.cached_property
     def launcher(self) -> t.Any:
         """Runs callbacks at their offsets on I/O threads, off the Celery pool (see :mod:`httpqueue.launcher`)."""
         from httpqueue.launcher import Launcher

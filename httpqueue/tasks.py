@@ -231,9 +231,11 @@ def record(ctx: context.Context, topic: str, results: t.Sequence[Result],
         batch.append(calls)
         if outcomes:
             ctx.topics.finish(topic, outcomes, now, calls=calls)
+        attempted = [(r.outcome, r.started_ms - r.task.due_ms) for r in results if r.outcome in ATTEMPTED]
+        ctx.series.add(calls, ctx.keys.shard_of(results[0].task.id), attempted, now)
 
     recorded = ctx.store.settle_many(settlements, also=also)
-    opened = batch[0].results[len(settlements):] if batch and outcomes else []
+    opened = batch[0].results[len(settlements):len(settlements) + 1] if batch and outcomes else []
     for host, until in zip(opened[0][::2], opened[0][1::2]) if opened else ():
         events.emit("circuit_open", logging.WARNING, topic=topic, host=host, until_ms=int(until))
     for result, ok in zip(results, recorded):

@@ -1,0 +1,32 @@
+"""The dashboard: one static page (HTML, CSS, JS shipped in the package, no build step).
+
+The page holds no data; it calls the API (``/v1/stats``, ``/v1/topics``,
+``/v1/series``, ``/v1/tasks``...) with the bearer token the user typed in, so
+it is behind the same authentication as every other endpoint.
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+from flask import Blueprint, Response, abort
+
+STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+
+
+def dashboard_blueprint() -> Blueprint:
+    blp = Blueprint("dashboard", __name__)
+    folder = resources.files("httpqueue") / "static"
+
+    @blp.route("/dashboard")
+    def page() -> Response:
+        return Response((folder / "dashboard.html").read_bytes(), mimetype="text/html")
+
+    @blp.route("/dashboard/<name>")
+    def asset(name: str) -> Response:
+        if name not in STATIC:
+            abort(404)
+        response = Response((folder / name).read_bytes(), mimetype=STATIC[name])
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    return blp
