@@ -14,7 +14,6 @@ from tests.support.receiver import Answer, Receiver
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TOKEN = "dashboard-test-token"
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 playwright = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
@@ -86,6 +85,4 @@ def test_dashboard_shows_the_numbers_and_its_buttons_work(service: str, receiver
         page.wait_for_selector('#detail td[data-field="state"]:text("failed")')
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         browser.close()
-    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
-    if DOCS.is_dir():
-        shutil.copyfile(ARTIFACTS / "dashboard.png", DOCS / "dashboard.png")
+    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000  # docs/dashboard.png is a copy of it
