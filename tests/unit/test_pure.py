@@ -110,3 +110,21 @@ def test_readme_is_valid_restructuredtext() -> None:
                                  writer="null",
                                  settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": warnings})
     assert warnings.getvalue() == ""
+
+
+def test_json_log_lines_carry_the_fields_shippers_index() -> None:
+    import logging
+
+    from httpqueue.logs import JsonFormatter, TextFormatter
+
+    record = logging.LogRecord("httpqueue", logging.INFO, __file__, 1, "attempt", (), None)
+    record.event = "attempt"
+    record.fields = {"task_id": "abc", "topic": "order", "attempt": 2, "duration_ms": 12.5,
+                     "outcome": "succeeded", "answer": '{"code":100}'}
+    line = JsonFormatter().format(record)
+    doc = json.loads(line)
+    assert "\n" not in line
+    assert {"ts", "time", "level", "event", "task_id", "topic", "attempt", "duration_ms", "outcome"} <= set(doc)
+    assert doc["event"] == "attempt" and doc["level"] == "info" and doc["time"].endswith("Z")
+    text = TextFormatter().format(record)
+    assert 'result : order:abc => {"code":100} ,cost time 12.500ms' in text
