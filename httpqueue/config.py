@@ -70,6 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sentinel_master", str, "mymaster", "Master name used with `sentinel://` URLs."),
     Setting("data_dir", str, "./httpqueue-data", "Where the embedded Redis keeps its append-only file."),
     Setting("key_prefix", str, "hq", "Prefix of every Redis key of the task store."),
+    Setting("create_min_replicas", int, 0, "Acknowledge a create only once this many Redis replicas have it (Redis WAIT); else 503. 0: do not wait (asynchronous replication)."),
+    Setting("create_replica_timeout", float, 1.0, "Seconds a create waits for `create_min_replicas` replicas."),
     Setting("shards", int, 16, "Timer and statistics shards (Redis Cluster hash tags); fixed once tasks exist."),
     Setting("api_workers", int, 0, "gunicorn worker processes for `httpqueue api` (0: 2 x cores + 1)."),
     Setting("worker_concurrency", int, 0, "Celery pool processes/threads (0: cores for prefork, 8 x cores for threads). Callbacks themselves run on 100 I/O threads per process."),

@@ -58,7 +58,8 @@ class Context:
             horizon_ms=int(s.timer_horizon * 1000), lease_ms=int(s.lease * 1000),
             retention_ms=int(s.retention * 1000), batch=s.promote_batch,
             dead_retention_ms=int(s.dead_letter_retention * 1000),
-            direct_ms=int(max(0.5, 2 * s.promoter_interval + 0.1) * 1000))
+            direct_ms=int(max(0.5, 2 * s.promoter_interval + 0.1) * 1000),
+            min_replicas=s.create_min_replicas, replica_timeout_ms=int(s.create_replica_timeout * 1000))
 
     @functools.cached_property
     def topics(self) -> "TopicControls":

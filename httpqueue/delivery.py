@@ -84,7 +84,7 @@ def send(session: requests.Session, task: TaskRecord, attempt: int, *, timeout: 
         with session.request(method, task.callback, data=body or None, headers=headers,
                              timeout=(min(timeout, 5.0), timeout), allow_redirects=follow_redirects,
                              stream=True) as response:
-            raw = response.raw.read(MAX_RESPONSE_BYTES, decode_content=True)
+            raw = read_body(response, started + timeout)
             elapsed = time.perf_counter() - started
             return judge(response.status_code, raw, response.headers.get("Retry-After"), elapsed,
                          options.get("success", "code100"))
@@ -92,6 +92,28 @@ def send(session: requests.Session, task: TaskRecord, attempt: int, *, timeout: 
         raise CallbackFailed(f"no answer within {timeout:g}s", duration=time.perf_counter() - started) from exc
     except requests.RequestException as exc:
         raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
+
+
+def read_body(response: requests.Response, deadline: float) -> bytes:
+    """At most :data:`MAX_RESPONSE_BYTES` of the body, read in chunks until ``deadline`` (perf_counter).
+
+    requests' timeout bounds each read, not the whole answer: a receiver
+    trickling one byte at a time would hold the attempt for ever. ``read1``
+    returns whatever has arrived, so the deadline is checked between bytes;
+    past it the attempt fails like any timeout. (A receiver trickling its
+    status line and headers is bounded only by the per-read timeout.)
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < MAX_RESPONSE_BYTES:
+        if time.perf_counter() > deadline:
+            raise requests.Timeout("the answer took longer than the callback timeout")
+        chunk = response.raw.read1(min(4096, MAX_RESPONSE_BYTES - size), decode_content=True)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def notify(session: requests.Session, url: str, task: TaskRecord, document: t.Mapping[str, t.Any], *,

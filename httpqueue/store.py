@@ -84,30 +84,49 @@ class ScriptCalls:
     running it again is safe.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, wait_replicas: int = 0, wait_timeout_ms: int = 0) -> None:
         self.client = client
         self.calls: list[tuple[t.Any, list[t.Any], list[t.Any]]] = []
         self.results: list[t.Any] = []
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
 
     def add(self, script: t.Any, keys: list[t.Any], args: list[t.Any]) -> None:
         self.calls.append((script, keys, args))
 
     def execute(self) -> list[t.Any]:
-        if len(self.calls) == 1:
+        if len(self.calls) == 1 and not self.wait_replicas:
             script, keys, args = self.calls[0]
             self.results = [script(keys=keys, args=args)]
             return self.results
-        pipe = self.client.pipeline(transaction=False)
-        for script, keys, args in self.calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        results = pipe.execute(raise_on_error=False)
-        for i, result in enumerate(results):
-            if isinstance(result, redis.exceptions.NoScriptError):
-                script, keys, args = self.calls[i]
-                results[i] = script(keys=keys, args=args)
-            elif isinstance(result, Exception):
+        results = self._send(self.calls)
+        missing = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
+        if missing:  # the script cache was empty (restart, failover): load and send just those again
+            for script in {id(self.calls[i][0]): self.calls[i][0] for i in missing}.values():
+                self.client.script_load(script.script)
+            for i, result in zip(missing, self._send([self.calls[i] for i in missing])):
+                results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
                 raise result
         self.results = results
+        return results
+
+    def _send(self, calls: list[tuple[t.Any, list[t.Any], list[t.Any]]]) -> list[t.Any]:
+        """One round trip; with ``wait_replicas``, ``WAIT`` on the same connection, checked."""
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        if self.wait_replicas:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        results = pipe.execute(raise_on_error=False)
+        if self.wait_replicas:
+            acked = results.pop()
+            if isinstance(acked, Exception) or int(acked) < self.wait_replicas:
+                raise StoreUnavailable(
+                    f"the write reached {acked if not isinstance(acked, Exception) else 0} of "
+                    f"{self.wait_replicas} required Redis replicas within {self.wait_timeout_ms} ms; the task may "
+                    "exist: retry with the same Idempotency-Key to be sure it exists once")
         return results
 
 
@@ -274,13 +293,16 @@ class TaskStore:
 
     def __init__(self, client: redis.Redis, keys: Keys, *, horizon_ms: int, lease_ms: int,
                  retention_ms: int, batch: int = 2000, dead_retention_ms: int | None = None,
-                 direct_ms: int | None = None) -> None:
+                 direct_ms: int | None = None, min_replicas: int = 0, replica_timeout_ms: int = 1000) -> None:
         self.redis = client
         self.keys = keys
         self.horizon_ms = horizon_ms
         # created tasks due sooner than this are published at once; later ones wait for a promoter
         # pass, which batches the tasks of all shards due together into shared messages
         self.direct_ms = horizon_ms if direct_ms is None else min(direct_ms, horizon_ms)
+        # creates wait until this many replicas have them (Redis WAIT), closing async replication's loss window
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
         self.lease_ms = lease_ms
         self.retention_ms = retention_ms
         self.dead_retention_ms = retention_ms if dead_retention_ms is None else dead_retention_ms
@@ -309,7 +331,7 @@ class TaskStore:
         taken by a different request (raised instead with ``raise_conflicts``).
         """
         ids = [task.task_id or new_id() for task in tasks]
-        calls = ScriptCalls(self.redis)
+        calls = ScriptCalls(self.redis, self.min_replicas, self.replica_timeout_ms)
         for task_id, task in zip(ids, tasks):
             k = self.keys.for_task(task_id)
             calls.add(self._scripts["create"], [k.task, k.timer, k.inflight, k.stats],
