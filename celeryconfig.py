@@ -7,9 +7,12 @@ Leave the broker, acks and event settings alone unless you know why; the
 timer's guarantees rely on them (see README, "How the timer works").
 """
 
-# Cancel attempts that were running when the broker connection dropped: their
-# leases run out and the promoter re-issues them (Celery 5.x warns without this).
-worker_cancel_long_running_tasks_on_connection_loss = True
+# Left at Celery's default (False) on purpose: with True, a broker restart made
+# the worker crash with "Unrecoverable error: AttributeError ... 'hostname'" while
+# reconnecting (celery/celery#9250, seen in tests/faults). httpqueue does not need
+# it: attempts run outside the pool, and a task whose worker lost it comes back
+# when its lease runs out.
+# worker_cancel_long_running_tasks_on_connection_loss = False
 
 # Examples:
 # worker_max_memory_per_child = 200_000   # KiB, prefork pool only

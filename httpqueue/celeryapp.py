@@ -52,6 +52,25 @@ def _defaults() -> dict[str, t.Any]:
     return celery_config(ctx.settings, ctx.redis_url)
 
 
+def _no_restore_on_connection_loss() -> None:
+    """Do not let kombu's Redis transport "restore unacknowledged messages" when its connection drops.
+
+    With the Redis broker gone, kombu 5.x tries to push the worker's prefetched
+    (unacknowledged) ETA messages back while closing the dead channel, fails
+    with ``AttributeError: 'NoneType' object has no attribute 'hostname'`` and
+    Celery stops the consumer for good ("Unrecoverable error"; seen in
+    tests/faults, cf. celery/celery#9250, celery/kombu#582). httpqueue does not
+    need that restore: each task has a lease in the store, and a promoter
+    re-issues it with a new generation when the lease runs out (the old
+    message, redelivered after ``visibility_timeout``, is then dropped as stale).
+    """
+    from kombu.transport import redis as kombu_redis
+
+    kombu_redis.QoS.restore_at_shutdown = False
+
+
+_no_restore_on_connection_loss()
+
 app = Celery("httpqueue", set_as_current=True)
 app.add_defaults(_defaults)
 app.config_from_object("celeryconfig", silent=True)
