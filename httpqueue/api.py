@@ -26,7 +26,7 @@ from httpqueue.dashboard import dashboard_blueprint
 from httpqueue.api_v1 import v1_blueprint
 from httpqueue.config import Settings
 from httpqueue.context import now_ms
-from httpqueue.exceptions import StoreUnavailable, TaskConflict, TaskNotFound, UnsafeCallbackError
+from httpqueue.exceptions import ReplicasMissing, StoreUnavailable, TaskConflict, TaskNotFound, UnsafeCallbackError
 from httpqueue.ssrf import check_url, redact_url
 from httpqueue.schemas import IDEMPOTENCY_HEADER, OPTION_FIELDS, ApiErrorSchema, CreatedSchema, DeletedSchema, Schemas, TaskSchema
 from httpqueue.store import Created, NewTask
@@ -300,7 +300,9 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(StoreUnavailable)
     def unavailable(exc: StoreUnavailable) -> t.Any:
         events.emit("store_unavailable", logging.WARNING, error=str(exc)[:300])
-        response = _error(503, "the task store (Redis) is unavailable; nothing was changed, retry shortly")
+        message = (str(exc) if isinstance(exc, ReplicasMissing)
+                   else "the task store (Redis) is unavailable; nothing was changed, retry shortly")
+        response = _error(503, message)
         response.headers["Retry-After"] = "1"
         return response
 

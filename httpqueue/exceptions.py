@@ -5,6 +5,7 @@ Hierarchy::
     HttpqueueError
     ├── ConfigError            a setting is missing, malformed or inconsistent
     ├── StoreUnavailable       Redis (store or broker) cannot be reached; the API answers 503
+    │   └── ReplicasMissing    a create reached fewer replicas than create_min_replicas (503)
     ├── TaskNotFound           no task with this id (never created, or past its retention)
     ├── TaskConflict           the task's state forbids the request (delete while delivering...)
     ├── UnsafeCallbackError    the callback URL points where callbacks may not go (SSRF guard)
@@ -28,6 +29,10 @@ class ConfigError(HttpqueueError):
 
 class StoreUnavailable(HttpqueueError):
     """Redis cannot be reached or answered with an error; the request may be retried."""
+
+
+class ReplicasMissing(StoreUnavailable):
+    """A write was not acknowledged by enough Redis replicas in time; it may still exist on the master."""
 
 
 class TaskNotFound(HttpqueueError):

@@ -26,7 +26,7 @@ from importlib import resources
 
 import redis
 
-from httpqueue.exceptions import StoreUnavailable, TaskConflict, TaskNotFound
+from httpqueue.exceptions import ReplicasMissing, StoreUnavailable, TaskConflict, TaskNotFound
 from httpqueue.keys import Keys
 from httpqueue.ssrf import redact_url
 from httpqueue.states import State
@@ -123,7 +123,7 @@ class ScriptCalls:
         if self.wait_replicas:
             acked = results.pop()
             if isinstance(acked, Exception) or int(acked) < self.wait_replicas:
-                raise StoreUnavailable(
+                raise ReplicasMissing(
                     f"the write reached {acked if not isinstance(acked, Exception) else 0} of "
                     f"{self.wait_replicas} required Redis replicas within {self.wait_timeout_ms} ms; the task may "
                     "exist: retry with the same Idempotency-Key to be sure it exists once")
