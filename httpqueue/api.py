@@ -21,6 +21,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from httpqueue import __version__, auth, context, events, logs
+from httpqueue.api_schedules import schedules_blueprint
 from httpqueue.api_topics import topics_blueprint
 from httpqueue.dashboard import dashboard_blueprint
 from httpqueue.api_v1 import v1_blueprint
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(seed_blueprint(schemas))
     api.register_blueprint(v1_blueprint(schemas, ApiBlueprint, create_task, create_batch, delete_task))
     api.register_blueprint(topics_blueprint(ApiBlueprint, check_callback))
+    api.register_blueprint(schedules_blueprint(ApiBlueprint, schemas, check_callback))
     app.register_blueprint(dashboard_blueprint())
     _register_errors(app)
     auth.install(app, s.api_tokens, _unauthorized)

@@ -79,8 +79,10 @@ app.config_from_object("celeryconfig", silent=True)
 from httpqueue import metrics as _metrics  # noqa: E402,F401  (counts this process's events)
 from httpqueue import tasks as _tasks  # noqa: E402,F401
 from httpqueue.promoter import PromoterStep  # noqa: E402
+from httpqueue.schedules import SchedulerStep  # noqa: E402
 
 app.steps["worker"].add(PromoterStep)
+app.steps["worker"].add(SchedulerStep)
 
 
 @worker_process_shutdown.connect
