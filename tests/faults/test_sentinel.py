@@ -101,7 +101,13 @@ def test_failover_to_the_replica_under_load(tmp_path: Path, cluster: Cluster, re
         time.sleep(2.5)
         cluster.procs["master"].kill()  # SIGKILL: no goodbye to replica or sentinels
         killed = time.monotonic()
-        wait_until(lambda: cluster.current_master_port() == cluster.ports["replica"], 30, "sentinels promote the replica")
+        try:
+            wait_until(lambda: cluster.current_master_port() == cluster.ports["replica"], 60,
+                       "sentinels promote the replica")
+        except AssertionError:
+            print("SENTINEL", redis.Redis(port=cluster.sentinels[0]).sentinel_master(MASTER),
+                  cluster.client("replica").info("replication"))
+            raise
         failover_s = time.monotonic() - killed
         # creates are refused (503) until a replica acknowledges them again; here there is none left,
         # so bring up a fresh replica of the new master, as an operator (or orchestrator) would
