@@ -21,6 +21,9 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+test-faults: setup
+	$(BIN)/python -m pytest -q -m faults $(PYTEST_ARGS)
+
 bench: setup
 	$(BIN)/python -m bench.run
 
