@@ -40,6 +40,7 @@ FIELDS = {
     "lost": "attempts lost by dead workers", "opt": "delivery options (JSON)",
     "sl": "reserved rate-limit slot (ms)", "fnd": "failure notification sent",
     "to": "the task's own callback timeout (ms)", "fp": "fingerprint of the create request (idempotency)",
+    "rq": "re-issues of a queued task whose message was not taken within its lease (reclaim's backoff)",
 }
 
 HISTORY_MAX = 50

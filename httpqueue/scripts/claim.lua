@@ -9,6 +9,7 @@ local f = redis.call('HMGET', KEYS[1], 'st', 'gen', 'tp', 'to')
 if not f[1] then return {'missing'} end
 if f[1] ~= 'queued' or tostring(f[2]) ~= ARGV[2] then return {'stale', f[1]} end
 redis.call('HSET', KEYS[1], 'st', 'delivering')
+redis.call('HDEL', KEYS[1], 'rq')  -- the message came through: reclaim's backoff starts over
 redis.call('HINCRBY', KEYS[1], 'at', 1)
 local lease = f[4] and (tonumber(f[4]) + tonumber(ARGV[5])) or tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + lease, ARGV[1])

@@ -1,8 +1,12 @@
 -- reclaim: re-issue tasks whose in-flight lease ran out (the worker that held the
 -- ETA message or ran the attempt died, or the publish after create never happened).
 -- The generation is bumped in the same step, so the old message, should it ever
--- run, is refused by claim: the task fires once. A task lost this way more than
--- max_lost times fails for good instead of looping.
+-- run, is refused by claim: the task fires once.
+-- A queued task (its message not taken yet) is never failed for it: its message
+-- may only wait behind a backlog or a consumer that is reconnecting, so it is
+-- re-issued with a lease that doubles each time (up to 32 x lease), which bounds
+-- the stale copies. A task whose attempt was lost (its worker died while
+-- delivering) more than max_lost times fails for good instead of looping.
 -- KEYS: inflight, stats, dead (tasks lost too often become dead letters)
 -- ARGV: now, lease, limit, task_prefix, history_prefix, histmax, max_lost, retention
 -- Returns a flat list id, gen, due, has_retry, topic of the tasks to publish again.
@@ -14,7 +18,8 @@ for _, id in ipairs(ids) do
   local f = redis.call('HMGET', key, 'st', 'tp', 'due', 'hr')
   local st = f[1]
   if st == 'queued' or st == 'delivering' then
-    local lost = redis.call('HINCRBY', key, 'lost', 1)
+    local lost = 0
+    if st == 'delivering' then lost = redis.call('HINCRBY', key, 'lost', 1) end
     local event = {event = 'lease_expired', t = now, state = st}
     if lost > tonumber(ARGV[7]) then
       redis.call('HSET', key, 'st', 'failed', 'fin', now, 'le', 'lease expired ' .. lost .. ' times: workers lost the task')
@@ -24,11 +29,14 @@ for _, id in ipairs(ids) do
       event.outcome = 'failed'
     else
       local gen = redis.call('HINCRBY', key, 'gen', 1)
+      local wait = lease
       redis.call('HSET', key, 'st', 'queued')
       if st == 'delivering' then
         redis.call('HSET', key, 'le', 'attempt lost: its worker stopped before recording a result')
+      else
+        wait = lease * 2 ^ math.min(redis.call('HINCRBY', key, 'rq', 1), 5)
       end
-      redis.call('ZADD', KEYS[1], now + lease, id)
+      redis.call('ZADD', KEYS[1], now + wait, id)
       move(KEYS[2], f[2], st, 'queued')
       out[#out + 1] = id
       out[#out + 1] = gen

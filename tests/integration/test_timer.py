@@ -98,6 +98,41 @@ def test_lease_expiry_reissues_with_a_new_generation(tmp_path: t.Any) -> None:
         server.stop()
 
 
+def test_a_queued_task_nobody_takes_is_reissued_with_backoff_and_never_failed(tmp_path: t.Any) -> None:
+    """A message waiting behind a backlog or a reconnecting consumer is not a lost attempt.
+
+    Each re-issue of a still-queued task waits twice as long as the one before
+    (at most 32 leases); the task stays queued however often that happens, and
+    the first message that comes through delivers it. Only attempts lost while
+    delivering count towards the limit after which a task fails.
+    """
+    server = EmbeddedRedis(tmp_path / "r", port=free_port()).start()
+    try:
+        settings = Settings.load({"redis_url": server.url, "shards": 1, "lease": 1}, environ={})
+        store = Context(settings).store
+        now = int(time.time() * 1000)
+        created = store.create(NewTask("backlog", "http://127.0.0.1:9/", "x", now, 0), now)
+        task_id, issued = created.task_id, created.dispatch  # due now: queued at once, with a lease
+        inflight = store.keys.for_task(task_id).inflight
+        clock, waits = int(store.redis.zscore(inflight, task_id)), []
+        for _ in range(8):  # far beyond the 3 lost attempts after which a delivering task fails
+            assert store.reclaim(0, clock - 1) == []            # not before its lease runs out
+            [issued] = store.reclaim(0, clock)
+            score = store.redis.zscore(inflight, task_id)
+            waits.append(int(score) - clock)
+            clock = int(score)
+        assert waits == [2_000, 4_000, 8_000, 16_000, 32_000, 32_000, 32_000, 32_000]
+        assert store.get(task_id).state.value == "queued"
+        claimed = store.claim(task_id, issued.gen, clock, 10_000)
+        assert claimed is not None and claimed.attempts == 1
+        # an attempt lost by a dying worker still counts, and the backoff starts over
+        [issued] = store.reclaim(0, clock + 11_000)
+        assert store.redis.zscore(inflight, task_id) == clock + 11_000 + 1_000
+        assert store.redis.hget(store.keys.for_task(task_id).task, "lost") == "1"
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_parked_tasks_survive_a_redis_restart(tmp_path: t.Any, kill: bool) -> None:
     server = EmbeddedRedis(tmp_path / "r", port=free_port()).start()
