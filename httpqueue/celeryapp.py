@@ -69,7 +69,43 @@ def _no_restore_on_connection_loss() -> None:
     kombu_redis.QoS.restore_at_shutdown = False
 
 
+def _no_acks_on_closed_channels() -> None:
+    """Drop the acknowledgement of a message whose broker channel has already closed.
+
+    A task received before the broker connection dropped can finish after the
+    consumer reconnected; Celery then acks (or rejects) it on the old channel,
+    whose connection is gone, and kombu's Redis QoS raises ``AttributeError:
+    'NoneType' object has no attribute 'client'``, which Celery treats as an
+    "Unrecoverable error": the worker stops consuming (seen in
+    tests/faults/test_sentinel.py after a slow failover). Such a message cannot
+    be acknowledged anyway; it stays in kombu's unacked set, comes back after
+    ``visibility_timeout`` and is then dropped by the store as stale or done.
+    """
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport import virtual
+
+    def closed(qos: t.Any) -> bool:
+        return getattr(qos.channel, "closed", False) or qos.channel.connection is None
+
+    ack, reject = kombu_redis.QoS.ack, kombu_redis.QoS.reject
+
+    def safe_ack(self: t.Any, delivery_tag: t.Any) -> None:
+        if closed(self):
+            virtual.QoS.ack(self, delivery_tag)  # forget it locally; nothing to tell a dead connection
+            return
+        ack(self, delivery_tag)
+
+    def safe_reject(self: t.Any, delivery_tag: t.Any, requeue: bool = False) -> None:
+        if closed(self):
+            virtual.QoS.ack(self, delivery_tag)
+            return
+        reject(self, delivery_tag, requeue=requeue)
+
+    kombu_redis.QoS.ack, kombu_redis.QoS.reject = safe_ack, safe_reject
+
+
 _no_restore_on_connection_loss()
+_no_acks_on_closed_channels()
 
 app = Celery("httpqueue", set_as_current=True)
 app.add_defaults(_defaults)

@@ -58,7 +58,15 @@ def broker_url(url: str) -> str:
 
 
 def broker_transport_options(url: str, master_name: str, visibility_timeout: int) -> dict[str, t.Any]:
-    options: dict[str, t.Any] = {"visibility_timeout": visibility_timeout}
+    """kombu's Redis transport options: bounded socket waits, so a publish never hangs on a dead master.
+
+    Without ``socket_timeout`` kombu waits forever on a connection whose peer
+    vanished without closing it (a failover, a partition); the promoter's
+    publish would then stop the timer of that worker.
+    """
+    timeouts = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT}
+    options: dict[str, t.Any] = {"visibility_timeout": visibility_timeout, **timeouts}
     if is_sentinel(url):
         options["master_name"] = master_name
+        options["sentinel_kwargs"] = dict(timeouts)
     return options
