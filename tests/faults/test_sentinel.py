@@ -58,8 +58,13 @@ class Cluster:
             self.procs[f"sentinel{i}"] = subprocess.Popen(["redis-sentinel", str(conf)], stdout=subprocess.DEVNULL)
         replica = self.client("replica")
         wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 15, "replica linked")
-        sentinel = redis.Redis(port=self.sentinels[0])
-        wait_until(lambda: sentinel.sentinel_master(MASTER).get("num-other-sentinels") == 2, 15, "sentinels met")
+        # a sentinel learns of replicas from the master's INFO (every 10 s): until each one lists the
+        # replica, a failover has no candidate and is retried only after 2 x failover-timeout
+        sentinels = [redis.Redis(port=port) for port in self.sentinels]
+        wait_until(lambda: all(s.sentinel_master(MASTER).get("num-other-sentinels") == 2 for s in sentinels),
+                   15, "sentinels met")
+        wait_until(lambda: all(s.sentinel_master(MASTER).get("num-slaves") == 1 for s in sentinels),
+                   25, "sentinels know the replica")
         return self
 
     @property
