@@ -27,6 +27,7 @@ import time
 import typing as t
 import zoneinfo
 
+import redis
 from celery import bootsteps
 from croniter import croniter
 
@@ -195,7 +196,7 @@ class SchedulerStep(bootsteps.StartStopStep):
             while not self.stop_event.wait(interval):
                 try:
                     schedules.tick(int(time.time() * 1000))
-                except HttpqueueError as exc:
+                except (HttpqueueError, redis.RedisError, OSError) as exc:  # Redis away: try again next tick
                     events.emit("scheduler_error", logging.WARNING, error=str(exc)[:300])
                 except Exception:  # a bug must not stop the schedules of this worker
                     logs.LOGGER.exception("scheduler pass failed")
