@@ -11,7 +11,6 @@ import time
 import typing as t
 from pathlib import Path
 
-import requests
 
 from httpqueue.config import Settings
 from httpqueue.connections import redis_client
@@ -76,15 +75,11 @@ class Context:
         return CallbackPolicy.from_strings(self.settings.callback_allow)
 
     @functools.cached_property
-    def session(self) -> requests.Session:
-        """HTTP session for callbacks: pooled keep-alive connections, SSRF-guarded."""
-        from httpqueue.ssrf import guarded_session
+    def http(self) -> t.Any:
+        """urllib3 pool manager for callbacks: keep-alive connections, SSRF-guarded."""
+        from httpqueue.ssrf import guarded_pool
 
-        session = guarded_session(self.callback_policy, pool_maxsize=DELIVERY_THREADS)
-        # No proxy/netrc lookup in the environment on every callback: it cost ~30% of
-        # requests' CPU per POST (docs/benchmarks.rst), and a proxy would bypass the SSRF check.
-        session.trust_env = False
-        return session
+        return guarded_pool(self.callback_policy, maxsize=DELIVERY_THREADS)
 
     @functools.cached_property
     def series(self) -> t.Any:

@@ -15,7 +15,9 @@ import json
 import time
 import typing as t
 
-import requests
+import urllib3
+from urllib3.exceptions import HTTPError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from httpqueue import __version__
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled
@@ -28,6 +30,13 @@ BODYLESS = ("GET", "DELETE")
 
 MAX_RESPONSE_BYTES = 65_536
 """Most of a receiver's answer that is read; the rest is ignored (a receiver cannot exhaust memory)."""
+
+MAX_REDIRECTS = 5
+"""Redirect hops followed when ``follow_redirects`` is on (each one checked by the SSRF guard)."""
+
+
+class AnswerTooSlow(Exception):
+    """The receiver's answer did not finish within the callback timeout."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +74,7 @@ def callback_headers(task: TaskRecord, attempt: int, body: bytes, signer: Signer
     return headers
 
 
-def send(session: requests.Session, task: TaskRecord, attempt: int, *, timeout: float,
+def send(http: urllib3.PoolManager, task: TaskRecord, attempt: int, *, timeout: float,
          follow_redirects: bool = False, signer: Signer | None = None) -> Delivered:
     """Send one callback; return on success, raise ``CallbackFailed``/``CallbackThrottled`` otherwise.
 
@@ -81,23 +90,44 @@ def send(session: requests.Session, task: TaskRecord, attempt: int, *, timeout: 
         headers.pop("Content-Type", None)
     started = time.perf_counter()
     try:
-        with session.request(method, task.callback, data=body or None, headers=headers,
-                             timeout=(min(timeout, 5.0), timeout), allow_redirects=follow_redirects,
-                             stream=True) as response:
-            raw = read_body(response, started + timeout)
-            elapsed = time.perf_counter() - started
-            return judge(response.status_code, raw, response.headers.get("Retry-After"), elapsed,
-                         options.get("success", "code100"))
-    except requests.Timeout as exc:
-        raise CallbackFailed(f"no answer within {timeout:g}s", duration=time.perf_counter() - started) from exc
-    except requests.RequestException as exc:
+        status, raw, retry_after = _exchange(http, method, task.callback, body, headers, timeout, follow_redirects)
+    except NewConnectionError as exc:  # urllib3 files a refused connection under its timeouts: first
         raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
+    except (Urllib3Timeout, AnswerTooSlow) as exc:
+        raise CallbackFailed(f"no answer within {timeout:g}s", duration=time.perf_counter() - started) from exc
+    except (HTTPError, OSError) as exc:
+        raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
+    return judge(status, raw, retry_after, time.perf_counter() - started, options.get("success", "code100"))
 
 
-def read_body(response: requests.Response, deadline: float) -> bytes:
+def _exchange(http: urllib3.PoolManager, method: str, url: str, body: bytes, headers: dict[str, str],
+              timeout: float, follow_redirects: bool = False) -> tuple[int, bytes, str | None]:
+    """One request: its status, at most :data:`MAX_RESPONSE_BYTES` of its body, and its ``Retry-After``.
+
+    The whole answer must arrive within ``timeout`` of the start (not only each
+    read). A connection whose answer was not read to the end is closed rather
+    than reused, so a receiver's leftover bytes never reach the next callback.
+    """
+    started = time.perf_counter()
+    redirects = MAX_REDIRECTS if follow_redirects else 0
+    response = http.request(
+        method, url, body=body or None, headers=headers, preload_content=False, redirect=follow_redirects,
+        timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
+        retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=redirects,
+                              raise_on_redirect=False))
+    try:
+        raw = read_body(response, started + timeout)
+    finally:
+        if response.connection is not None:  # not read to its end: do not reuse the connection
+            response.close()
+        response.release_conn()
+    return response.status, raw, response.headers.get("Retry-After")
+
+
+def read_body(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
     """At most :data:`MAX_RESPONSE_BYTES` of the body, read in chunks until ``deadline`` (perf_counter).
 
-    requests' timeout bounds each read, not the whole answer: a receiver
+    The read timeout bounds each read, not the whole answer: a receiver
     trickling one byte at a time would hold the attempt for ever. ``read1``
     returns whatever has arrived, so the deadline is checked between bytes;
     past it the attempt fails like any timeout. (A receiver trickling its
@@ -107,8 +137,8 @@ def read_body(response: requests.Response, deadline: float) -> bytes:
     size = 0
     while size < MAX_RESPONSE_BYTES:
         if time.perf_counter() > deadline:
-            raise requests.Timeout("the answer took longer than the callback timeout")
-        chunk = response.raw.read1(min(4096, MAX_RESPONSE_BYTES - size), decode_content=True)
+            raise AnswerTooSlow("the answer took longer than the callback timeout")
+        chunk = response.read1(min(4096, MAX_RESPONSE_BYTES - size))
         if not chunk:
             break
         chunks.append(chunk)
@@ -116,23 +146,20 @@ def read_body(response: requests.Response, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-def notify(session: requests.Session, url: str, task: TaskRecord, document: t.Mapping[str, t.Any], *,
+def notify(http: urllib3.PoolManager, url: str, task: TaskRecord, document: t.Mapping[str, t.Any], *,
            timeout: float, signer: Signer | None = None) -> Delivered:
     """POST a failure notice about ``task``; any 2xx answer is success, anything else raises ``CallbackFailed``."""
     body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {**callback_headers(task, task.attempts, body, signer), "X-Httpqueue-Event": "failed"}
     started = time.perf_counter()
     try:
-        with session.post(url, data=body, headers=headers, timeout=(min(timeout, 5.0), timeout),
-                          allow_redirects=False, stream=True) as response:
-            response.raw.read(MAX_RESPONSE_BYTES)
-    except requests.RequestException as exc:
+        status, _, _ = _exchange(http, "POST", url, body, headers, timeout)
+    except (HTTPError, OSError, AnswerTooSlow) as exc:
         raise CallbackFailed(f"failure notice not delivered: {_reason(exc)}") from exc
     duration = time.perf_counter() - started
-    if not 200 <= response.status_code < 300:
-        raise CallbackFailed(f"failure notice answered HTTP {response.status_code}", code=response.status_code,
-                             duration=duration)
-    return Delivered(code=response.status_code, duration=duration)
+    if not 200 <= status < 300:
+        raise CallbackFailed(f"failure notice answered HTTP {status}", code=status, duration=duration)
+    return Delivered(code=status, duration=duration)
 
 
 def judge(status: int, raw: bytes, retry_after: str | None, duration: float, rule: str = "code100") -> Delivered:
@@ -186,7 +213,7 @@ def _excerpt(raw: bytes, limit: int = 200) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests error, which says what actually happened."""
+    """The innermost cause of an HTTP client error, which says what actually happened."""
     for _ in range(8):
         inner = getattr(exc, "reason", None) or exc.__cause__ or (
             exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)

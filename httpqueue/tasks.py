@@ -152,7 +152,7 @@ def attempt(task_cls: DeliveryTask, ctx: context.Context, task: TaskRecord) -> R
     s = ctx.settings
     started = now_ms()
     try:
-        sent = delivery.send(ctx.session, task, task.attempts, timeout=s.callback_timeout,
+        sent = delivery.send(ctx.http, task, task.attempts, timeout=s.callback_timeout,
                              follow_redirects=s.follow_redirects, signer=ctx.signer)
     except UnsafeCallbackError as exc:
         return Result(task, "failed", started, now_ms(), error=f"refused: {exc}")
@@ -308,7 +308,7 @@ def notify_failure(self: Task, task_id: str, url: str) -> str:
             "attempts": task.attempts, "last_error": task.last_error, "last_code": task.last_code,
             "finished_time_ms": task.finished_ms}
     try:
-        sent = delivery.notify(ctx.session, url, task, body, timeout=ctx.settings.callback_timeout,
+        sent = delivery.notify(ctx.http, url, task, body, timeout=ctx.settings.callback_timeout,
                                signer=ctx.signer)
     except UnsafeCallbackError as exc:  # the guard refuses the address: retrying cannot help
         events.emit("notify_failed", logging.WARNING, task_id=task.id, topic=task.topic, error=f"refused: {exc}")

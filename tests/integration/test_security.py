@@ -14,7 +14,7 @@ from httpqueue.config import Settings
 from httpqueue.context import Context, now_ms
 from httpqueue.exceptions import ConfigError, UnsafeCallbackError
 from httpqueue.signing import new_secret
-from httpqueue.ssrf import CallbackPolicy, guarded_session
+from httpqueue.ssrf import CallbackPolicy, guarded_pool
 from httpqueue.store import NewTask
 from tests.support.processes import start_api
 from tests.support.receiver import Receiver
@@ -47,15 +47,15 @@ def test_delivery_checks_the_address_again_when_it_connects(settings: Settings, 
     assert [r for r in receiver.requests if r.path == path] == []
 
 
-def test_guarded_session_refuses_loopback_and_follows_no_proxy(receiver: Receiver,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_guarded_pool_refuses_loopback_and_follows_no_proxy(receiver: Receiver,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would bypass the check if it were used
     before = len(receiver.requests)
     with pytest.raises(UnsafeCallbackError, match="loopback"):
-        guarded_session(CallbackPolicy()).post(receiver.url("/ssrf"), data=b"{}", timeout=2)
+        guarded_pool(CallbackPolicy()).request("POST", receiver.url("/ssrf"), body=b"{}", timeout=2)
     assert len(receiver.requests) == before
-    opened = guarded_session(CallbackPolicy.from_strings(["127.0.0.1"]))
-    assert opened.post(receiver.url("/ssrf"), data=b"{}", timeout=2).json() == {"code": 100}
+    opened = guarded_pool(CallbackPolicy.from_strings(["127.0.0.1"]))
+    assert opened.request("POST", receiver.url("/ssrf"), body=b"{}", timeout=2).json() == {"code": 100}
 
 
 def test_redirects_are_not_followed_by_default(settings: Settings, receiver: Receiver, topic: str) -> None:
@@ -67,6 +67,25 @@ def test_redirects_are_not_followed_by_default(settings: Settings, receiver: Rec
     created = ctx.store.create(NewTask(topic, receiver.url(path), "x", now_ms() + 3_600_000, 0), now_ms())
     result = tasks.attempt(tasks.deliver, ctx, ctx.store.get(created.task_id))
     assert result.outcome == "failed" and "302" in result.error
+
+
+def test_followed_redirects_are_checked_hop_by_hop(settings: Settings, receiver: Receiver, topic: str) -> None:
+    from tests.support.receiver import Answer
+
+    path = f"/{topic}"
+    ctx = Context(settings.replace(callback_allow="127.0.0.1", follow_redirects=True))
+
+    def attempt_once() -> tasks.Result:
+        created = ctx.store.create(NewTask(topic, receiver.url(path), "x", now_ms() + 3_600_000, 0), now_ms())
+        return tasks.attempt(tasks.deliver, ctx, ctx.store.get(created.task_id))
+
+    receiver.script(path, Answer(status=307, headers={"Location": receiver.url(path + "/moved")}, body=""))
+    assert attempt_once().outcome == "succeeded"
+    assert [r.path for r in receiver.requests if r.path.startswith(path)] == [path, path + "/moved"]
+    # a hop to an address the policy does not allow (loopback, but not 127.0.0.1) is refused before connecting
+    receiver.script(path, Answer(status=307, headers={"Location": f"http://127.0.0.2:{receiver.port}/x"}, body=""))
+    result = attempt_once()
+    assert result.outcome == "failed" and result.error.startswith("refused"), result.error
 
 
 # -- authentication
