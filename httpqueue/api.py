@@ -90,7 +90,6 @@ def _ctx() -> context.Context:
 
 def seed_blueprint(schemas: Schemas) -> Blueprint:
     blp = ApiBlueprint("tasks", __name__, description="The seed's task API")
-    error_responses = {400: ApiErrorSchema, 404: ApiErrorSchema, 503: ApiErrorSchema}
 
     @blp.route("/create", methods=["POST"])
     @blp.arguments(schemas.create, location="json", error_status_code=400)

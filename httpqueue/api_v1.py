@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 
 from httpqueue import events
 from httpqueue.context import Context, now_ms
-from httpqueue.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BATCH_MAX, BatchSchema, TaskSchema
+from httpqueue.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, TaskSchema
 from httpqueue.states import State
 
 

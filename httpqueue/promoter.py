@@ -17,10 +17,8 @@ import threading
 import time
 import typing as t
 
-from celery import bootsteps
-
-from httpqueue import events, logs
-from httpqueue.exceptions import HttpqueueError
+from httpqueue import events
+from httpqueue.background import ThreadStep, repeat
 from httpqueue.store import Dispatch, TaskStore
 
 PURGE_EVERY = 20
@@ -90,35 +88,15 @@ class Promoter:
 
     def run(self, stop: threading.Event) -> None:
         """Pass after pass until ``stop`` is set; errors are logged and retried, never fatal."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                report = self.run_pass()
-                failures = 0
-            except (HttpqueueError, OSError, ConnectionError) as exc:
-                failures += 1
-                events.emit("promoter_error", logging.WARNING, error=str(exc)[:300], promoter=self.name)
-                stop.wait(min(5.0, self.interval * 2 ** failures))
-                continue
-            except Exception:  # a bug must not silently stop the timer of this worker
-                logs.LOGGER.exception("promoter pass failed")
-                stop.wait(self.interval)
-                continue
-            if not report.full:
-                stop.wait(self.interval)
+        repeat(lambda: self.run_pass().full, stop, self.interval, "promoter", promoter=self.name)
 
 
-class PromoterStep(bootsteps.StartStopStep):
+class PromoterStep(ThreadStep):
     """Celery worker bootstep that runs a :class:`Promoter` thread for the worker's lifetime."""
 
     label = "httpqueue-promoter"
 
-    def __init__(self, worker: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.thread: threading.Thread | None = None
-        self.stop_event = threading.Event()
-
-    def start(self, worker: t.Any) -> None:
+    def loop(self, worker: t.Any) -> t.Callable[[threading.Event], None]:
         from httpqueue import context, tasks
 
         ctx = context.current()
@@ -134,14 +112,4 @@ class PromoterStep(bootsteps.StartStopStep):
             from httpqueue import metrics
 
             metrics.serve(ctx.settings.worker_metrics_port, ctx)
-        self.stop_event.clear()
-        self.thread = threading.Thread(target=promoter.run, args=(self.stop_event,),
-                                       name="httpqueue-promoter", daemon=True)
-        self.thread.start()
-
-    def stop(self, worker: t.Any) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
-
-    shutdown = stop
+        return promoter.run

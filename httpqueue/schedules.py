@@ -21,18 +21,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import logging
 import threading
 import time
 import typing as t
 import zoneinfo
 
-import redis
-from celery import bootsteps
 from croniter import croniter
 
-from httpqueue import events, logs
-from httpqueue.exceptions import HttpqueueError, TaskConflict, TaskNotFound
+from httpqueue import events
+from httpqueue.background import ThreadStep, repeat
+from httpqueue.exceptions import TaskConflict, TaskNotFound
 from httpqueue.store import NewTask, TaskStore
 
 LEAD_MS = 1500
@@ -175,39 +173,20 @@ class ScheduleStore:
         return created
 
 
-class SchedulerStep(bootsteps.StartStopStep):
+class SchedulerStep(ThreadStep):
     """Celery worker bootstep: a thread that creates the tasks of due schedule ticks."""
 
     label = "httpqueue-scheduler"
 
-    def __init__(self, worker: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def start(self, worker: t.Any) -> None:
+    def loop(self, worker: t.Any) -> t.Callable[[threading.Event], None]:
         from httpqueue import context
 
         ctx = context.current()
         schedules = ScheduleStore(ctx.store)
         interval = min(0.25, ctx.settings.promoter_interval)
 
-        def run() -> None:
-            while not self.stop_event.wait(interval):
-                try:
-                    schedules.tick(int(time.time() * 1000))
-                except (HttpqueueError, redis.RedisError, OSError) as exc:  # Redis away: try again next tick
-                    events.emit("scheduler_error", logging.WARNING, error=str(exc)[:300])
-                except Exception:  # a bug must not stop the schedules of this worker
-                    logs.LOGGER.exception("scheduler pass failed")
+        def tick() -> bool:
+            schedules.tick(int(time.time() * 1000))
+            return False
 
-        self.stop_event.clear()
-        self.thread = threading.Thread(target=run, name="httpqueue-scheduler", daemon=True)
-        self.thread.start()
-
-    def stop(self, worker: t.Any) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
-
-    shutdown = stop
+        return lambda stop: repeat(tick, stop, interval, "scheduler")

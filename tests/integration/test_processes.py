@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 import typing as t
 
-import pytest
 import redis
 import requests
 
