@@ -87,21 +87,16 @@ def _no_acks_on_closed_channels() -> None:
     def closed(qos: t.Any) -> bool:
         return getattr(qos.channel, "closed", False) or qos.channel.connection is None
 
-    ack, reject = kombu_redis.QoS.ack, kombu_redis.QoS.reject
+    def unless_closed(method: t.Callable[..., None]) -> t.Callable[..., None]:
+        def call(self: t.Any, delivery_tag: t.Any, *args: t.Any, **kwargs: t.Any) -> None:
+            if closed(self):  # forget it locally; there is nothing to tell a dead connection
+                virtual.QoS.ack(self, delivery_tag)
+                return
+            method(self, delivery_tag, *args, **kwargs)
+        return call
 
-    def safe_ack(self: t.Any, delivery_tag: t.Any) -> None:
-        if closed(self):
-            virtual.QoS.ack(self, delivery_tag)  # forget it locally; nothing to tell a dead connection
-            return
-        ack(self, delivery_tag)
-
-    def safe_reject(self: t.Any, delivery_tag: t.Any, requeue: bool = False) -> None:
-        if closed(self):
-            virtual.QoS.ack(self, delivery_tag)
-            return
-        reject(self, delivery_tag, requeue=requeue)
-
-    kombu_redis.QoS.ack, kombu_redis.QoS.reject = safe_ack, safe_reject
+    kombu_redis.QoS.ack = unless_closed(kombu_redis.QoS.ack)
+    kombu_redis.QoS.reject = unless_closed(kombu_redis.QoS.reject)
 
 
 _no_restore_on_connection_loss()

@@ -11,7 +11,6 @@ import time
 import typing as t
 from pathlib import Path
 
-
 from httpqueue.config import Settings
 from httpqueue.connections import redis_client
 from httpqueue.keys import Keys

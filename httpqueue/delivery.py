@@ -35,6 +35,12 @@ MAX_REDIRECTS = 5
 """Redirect hops followed when ``follow_redirects`` is on (each one checked by the SSRF guard)."""
 
 
+RETRIES = {follow: urllib3.Retry(total=None, connect=0, read=0, status=0, other=0,
+                                 redirect=MAX_REDIRECTS if follow else 0, raise_on_redirect=False)
+           for follow in (False, True)}
+"""No retries inside an attempt (the task's retry policy decides), and redirects only when followed."""
+
+
 class AnswerTooSlow(Exception):
     """The receiver's answer did not finish within the callback timeout."""
 
@@ -109,12 +115,9 @@ def _exchange(http: urllib3.PoolManager, method: str, url: str, body: bytes, hea
     than reused, so a receiver's leftover bytes never reach the next callback.
     """
     started = time.perf_counter()
-    redirects = MAX_REDIRECTS if follow_redirects else 0
     response = http.request(
         method, url, body=body or None, headers=headers, preload_content=False, redirect=follow_redirects,
-        timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout),
-        retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=redirects,
-                              raise_on_redirect=False))
+        timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout), retries=RETRIES[follow_redirects])
     try:
         raw = read_body(response, started + timeout)
     finally:
