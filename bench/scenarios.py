@@ -289,7 +289,8 @@ def _sample_hash_bytes(client: t.Any) -> float | None:
 def _bulk_load(stack: Stack, n: int, chunk: int = 5000) -> float:
     """n tasks due in a day straight into the store (the API's create script, pipelined)."""
     from httpqueue.config import Settings
-    from httpqueue.context import Context, now_ms
+    from httpqueue.clock import now_ms
+from httpqueue.context import Context
     from httpqueue.store import NewTask
 
     settings = Settings.load({**BENCH_SETTINGS, "redis_url": stack.redis_url}, environ={})

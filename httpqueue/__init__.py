@@ -10,13 +10,13 @@ __version__ = "0.1.0"
 
 import typing as _t
 
-__all__ = ["__version__", "app", "celery"]
+__all__ = ["__version__", "app"]
 
 
 def __getattr__(name: str) -> _t.Any:
     """Import the Celery app on first use, so the CLI can apply its options before Celery reads them."""
-    if name in ("app", "celery"):
-        from httpqueue.celeryapp import app
+    if name == "app":
+        from httpqueue.celery import app
 
         return app
     raise AttributeError(f"module 'httpqueue' has no attribute {name!r}")

@@ -98,7 +98,8 @@ def api(address: str | None, redis_url: str | None, workers: int | None) -> None
 def worker(cli: click.Context, redis_url: str | None, pool: str | None, concurrency: int | None) -> None:
     """Run a Celery worker (with the promoter) using httpqueue's defaults; extra args go to Celery."""
     settings = _install(redis_url=redis_url, worker_pool=pool, worker_concurrency=concurrency)
-    from httpqueue.celeryapp import QUEUE, app
+    from httpqueue.celery import app
+    from httpqueue.publish import QUEUE
 
     cores = os.cpu_count() or 1
     workers = settings.worker_concurrency or (8 * cores if settings.worker_pool == "threads" else cores)

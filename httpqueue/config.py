@@ -1,28 +1,49 @@
 """Settings: every knob declared once, with its type, default and meaning.
 
+:class:`Settings` is a frozen dataclass, so code reads ``settings.lease`` with
+the type mypy knows, and values derived from several settings or converted to
+milliseconds are properties computed in one place (``settings.lease_ms``).
+
 Layers, lowest first (as Flask's ``config.py`` does it):
 
-1. the defaults declared in :data:`SETTINGS` below;
+1. the defaults declared on :class:`Settings` below;
 2. a TOML file named by ``HTTPQUEUE_CONFIG`` (keys are the setting names);
 3. ``HTTPQUEUE_<NAME>`` environment variables;
 4. explicit overrides (command-line options, a test's ``Settings.load(...)``).
 
-The README's configuration table is generated from :data:`SETTINGS`
+The configuration table of the docs is generated from the declaration
 (``python -m httpqueue.config``) and a test checks the README against it, so
-the documentation cannot drift from the code.
+the documentation cannot drift from the code. This module imports nothing of
+httpqueue: everything else may depend on it.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 import tomllib
 import typing as t
 
-from httpqueue.exceptions import ConfigError
-
 ENV_PREFIX = "HTTPQUEUE_"
 
 DAY = 86_400.0
+
+LOOPBACK_DEFAULT_ADDRESS = "127.0.0.1:2356"
+"""Where ``httpqueue run`` (the development command) listens unless told otherwise."""
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or inconsistent with another.
+
+    Defined here, not in :mod:`httpqueue.exceptions`, so that configuration
+    depends on nothing else of the project; ``exceptions`` re-exports it.
+    """
+
+
+def _setting(default: t.Any, help: str) -> t.Any:
+    """A dataclass field with its default and its one-line meaning (the docs' table reads it)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +63,8 @@ class Setting:
         """Turn a raw value from a file or the environment into ``self.type``."""
         if isinstance(raw, self.type) and (self.type is bool or not isinstance(raw, bool)):
             return raw
+        if self.type is tuple and isinstance(raw, list):
+            return tuple(str(item) for item in raw)
         text = str(raw).strip()
         try:
             if self.type is bool:
@@ -53,6 +76,26 @@ class Setting:
             raise ConfigError(f"{self.env}: cannot read {text!r} as {self.type.__name__}") from exc
 
 
+SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES = 24
+"""Shortest signing secret accepted (the Standard Webhooks specification suggests 24 to 64 random bytes)."""
+
+
+def parse_secret(secret: str) -> bytes:
+    """The key bytes of a ``whsec_<base64>`` secret; :class:`ConfigError` if it is not one."""
+    text = secret.strip()
+    if not text.startswith(SECRET_PREFIX):
+        raise ConfigError("each HTTPQUEUE_SIGNING_SECRETS entry must look like whsec_<base64 key>")
+    try:
+        key = base64.b64decode(text[len(SECRET_PREFIX):] + "==", validate=False)
+    except (binascii.Error, ValueError):
+        raise ConfigError("a HTTPQUEUE_SIGNING_SECRETS entry is not valid base64 after whsec_") from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ConfigError(f"a HTTPQUEUE_SIGNING_SECRETS key has {len(key)} bytes; use at least {MIN_SECRET_BYTES}")
+    return key
+
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -62,79 +105,109 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
-SETTINGS: tuple[Setting, ...] = (
-    # -- where things run
-    Setting("address", str, ":2356", "API listen address, `host:port` (`:port` listens on all interfaces)."),
-    Setting("redis_url", str, "", "Redis for the task store (`redis://`, `rediss://`, `unix://` or `sentinel://host:port;...`). Empty: `httpqueue run` starts its own Redis."),
-    Setting("broker_url", str, "", "Celery broker URL. Empty: the same Redis as `redis_url`."),
-    Setting("sentinel_master", str, "mymaster", "Master name used with `sentinel://` URLs."),
-    Setting("data_dir", str, "./httpqueue-data", "Where the embedded Redis keeps its append-only file."),
-    Setting("key_prefix", str, "hq", "Prefix of every Redis key of the task store."),
-    Setting("create_min_replicas", int, 0, "Acknowledge a create only once this many Redis replicas have it (Redis WAIT); else 503. 0: do not wait (asynchronous replication)."),
-    Setting("create_replica_timeout", float, 1.0, "Seconds a create waits for `create_min_replicas` replicas."),
-    Setting("shards", int, 16, "Timer and statistics shards (Redis Cluster hash tags); fixed once tasks exist."),
-    Setting("api_workers", int, 0, "gunicorn worker processes for `httpqueue api` (0: 2 x cores + 1)."),
-    Setting("worker_concurrency", int, 0, "Celery pool processes/threads (0: cores for prefork, 8 x cores for threads). Callbacks themselves run on 100 I/O threads per process."),
-    Setting("worker_pool", str, "prefork", "Celery pool for `httpqueue worker`: prefork (uses every core), threads, solo."),
-    # -- the seed's API limits
-    Setting("max_delay", float, 366 * DAY, "Largest `delay` accepted, in seconds."),
-    Setting("max_retry", int, 30, "Largest `retry` accepted."),
-    Setting("max_body", int, 1_048_576, "Largest request body, in bytes (larger: 413)."),
-    Setting("max_content", int, 262_144, "Largest `content`, in bytes of its JSON encoding."),
-    Setting("max_topic", int, 128, "Longest `topic`, in characters."),
-    Setting("max_callback", int, 2048, "Longest callback URL, in characters."),
-    Setting("retention", float, 7 * DAY, "How long finished, failed and deleted tasks stay queryable, in seconds."),
-    # -- retries and the callback
-    Setting("retry_base", int, 10, "Backoff base in seconds: a failed attempt is retried after base x 2^n."),
-    Setting("retry_backoff_max", int, 30 * 86_400, "Longest backoff between two attempts, in seconds."),
-    Setting("retry_jitter", bool, False, "Randomise each backoff between 0 and its value (full jitter)."),
-    Setting("callback_timeout", float, 10.0, "Seconds a callback may take (connect + response) before the attempt fails."),
-    Setting("max_callback_timeout", float, 60.0, "Largest per-task `timeout` a create may ask for, in seconds."),
-    Setting("throttle_limit", int, 20, "How many `code 101` answers a task may receive before one counts as a failure."),
-    Setting("throttle_delay_max", float, 3600.0, "Longest wait after `code 101` (a larger Retry-After is cut to this)."),
-    # -- the timer
-    Setting("timer_horizon", float, 60.0, "Tasks due within this many seconds are handed to Celery as ETA messages; later ones wait in Redis."),
-    Setting("promoter_interval", float, 0.25, "Seconds between two promoter passes in each worker."),
-    Setting("promote_batch", int, 2000, "Most tasks one promoter pass moves from one shard."),
-    Setting("lease", float, 30.0, "Seconds after its due time (or its attempt's timeout) before a task nobody completed is handed out again."),
-    # -- topics
-    Setting("dead_letter_retention", float, 30 * DAY, "How long tasks that failed for good stay in their topic's dead letters, in seconds."),
-    Setting("topic_wait", float, 0.2, "Seconds a task waits before trying again when its topic's concurrency limit is reached."),
-    Setting("breaker_threshold", int, 10, "Failed attempts in a row to one callback host that open its circuit (0: no circuit breaker)."),
-    Setting("breaker_cooldown", float, 30.0, "Seconds an opened circuit stays open before one probe attempt; doubled on each reopening."),
-    Setting("breaker_cooldown_max", float, 600.0, "Longest time a circuit stays open, in seconds."),
-    # -- security and logs
-    Setting("callback_allow", tuple, (), "Hosts or networks callbacks may reach although private or loopback (comma-separated; `*` allows all)."),
-    Setting("follow_redirects", bool, False, "Follow HTTP redirects from callback receivers (each hop is checked like the first)."),
-    Setting("api_tokens", tuple, (), "Bearer tokens accepted by the API (comma-separated). Empty: no authentication."),
-    Setting("signing_secrets", tuple, (), "Standard Webhooks secrets (`whsec_...`, comma-separated, newest first). Empty: callbacks are not signed."),
-    Setting("metrics_dir", str, "", "Directory for prometheus_client's multiprocess files (emptied at start). Empty: a fresh temporary one per command; `httpqueue run` shares it between API and worker."),
-    Setting("worker_metrics_port", int, 0, "Port on which `httpqueue worker` serves its Prometheus metrics (0: off; with `httpqueue run` the API's /metrics has them)."),
-    Setting("log_format", str, "text", "Log lines as `text` (the seed's format) or `json` (one object per line)."),
-    Setting("visibility_timeout", int, 3600, "kombu's visibility_timeout for the Redis broker, in seconds; must exceed horizon + lease."),
-)
-
-_BY_NAME = {s.name: s for s in SETTINGS}
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The resolved settings, one attribute per :data:`SETTINGS` entry."""
+    """The resolved settings: one typed attribute per setting, and the values derived from them."""
 
-    values: t.Mapping[str, t.Any]
-
-    def __getattr__(self, name: str) -> t.Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    # -- where things run
+    address: str = _setting(":2356",
+        "API listen address, `host:port` (`:port` listens on all interfaces).")
+    redis_url: str = _setting("",
+        "Redis for the task store (`redis://`, `rediss://`, `unix://` or `sentinel://host:port;...`). Empty: `httpqueue run` starts its own Redis.")
+    broker_url: str = _setting("",
+        "Celery broker URL. Empty: the same Redis as `redis_url`.")
+    sentinel_master: str = _setting("mymaster",
+        "Master name used with `sentinel://` URLs.")
+    data_dir: str = _setting("./httpqueue-data",
+        "Where the embedded Redis keeps its append-only file.")
+    key_prefix: str = _setting("hq",
+        "Prefix of every Redis key of the task store.")
+    create_min_replicas: int = _setting(0,
+        "Acknowledge a create only once this many Redis replicas have it (Redis WAIT); else 503. 0: do not wait (asynchronous replication).")
+    create_replica_timeout: float = _setting(1.0,
+        "Seconds a create waits for `create_min_replicas` replicas.")
+    shards: int = _setting(16,
+        "Timer and statistics shards (Redis Cluster hash tags); fixed once tasks exist.")
+    api_workers: int = _setting(0,
+        "gunicorn worker processes for `httpqueue api` (0: 2 x cores + 1).")
+    worker_concurrency: int = _setting(0,
+        "Celery pool processes/threads (0: cores for prefork, 8 x cores for threads). Callbacks themselves run on 100 I/O threads per process.")
+    worker_pool: str = _setting("prefork",
+        "Celery pool for `httpqueue worker`: prefork (uses every core), threads, solo.")
+    # -- API limits (the original Go httpqueue's, plus httpqueue's own)
+    max_delay: float = _setting(366 * DAY,
+        "Largest `delay` accepted, in seconds.")
+    max_retry: int = _setting(30,
+        "Largest `retry` accepted.")
+    max_body: int = _setting(1_048_576,
+        "Largest request body, in bytes (larger: 413).")
+    max_content: int = _setting(262_144,
+        "Largest `content`, in bytes of its JSON encoding.")
+    max_topic: int = _setting(128,
+        "Longest `topic`, in characters.")
+    max_callback: int = _setting(2048,
+        "Longest callback URL, in characters.")
+    retention: float = _setting(7 * DAY,
+        "How long finished, failed and deleted tasks stay queryable, in seconds.")
+    # -- retries and the callback
+    retry_base: int = _setting(10,
+        "Backoff base in seconds: a failed attempt is retried after base x 2^n.")
+    retry_backoff_max: int = _setting(30 * 86_400,
+        "Longest backoff between two attempts, in seconds.")
+    retry_jitter: bool = _setting(False,
+        "Randomise each backoff between 0 and its value (full jitter).")
+    callback_timeout: float = _setting(10.0,
+        "Seconds a callback may take (connect + response) before the attempt fails.")
+    max_callback_timeout: float = _setting(60.0,
+        "Largest per-task `timeout` a create may ask for, in seconds.")
+    throttle_limit: int = _setting(20,
+        "How many `code 101` answers a task may receive before one counts as a failure.")
+    throttle_delay_max: float = _setting(3600.0,
+        "Longest wait after `code 101` (a larger Retry-After is cut to this).")
+    # -- the timer
+    timer_horizon: float = _setting(60.0,
+        "Tasks due within this many seconds are handed to Celery as ETA messages; later ones wait in Redis.")
+    promoter_interval: float = _setting(0.25,
+        "Seconds between two promoter passes in each worker.")
+    promote_batch: int = _setting(2000,
+        "Most tasks one promoter pass moves from one shard.")
+    lease: float = _setting(30.0,
+        "Seconds after its due time (or its attempt's timeout) before a task nobody completed is handed out again.")
+    # -- topics
+    dead_letter_retention: float = _setting(30 * DAY,
+        "How long tasks that failed for good stay in their topic's dead letters, in seconds.")
+    topic_wait: float = _setting(0.2,
+        "Seconds a task waits before trying again when its topic's concurrency limit is reached.")
+    breaker_threshold: int = _setting(10,
+        "Failed attempts in a row to one callback host that open its circuit (0: no circuit breaker).")
+    breaker_cooldown: float = _setting(30.0,
+        "Seconds an opened circuit stays open before one probe attempt; doubled on each reopening.")
+    breaker_cooldown_max: float = _setting(600.0,
+        "Longest time a circuit stays open, in seconds.")
+    # -- security and logs
+    callback_allow: tuple[str, ...] = _setting((),
+        "Hosts or networks callbacks may reach although private or loopback (comma-separated; `*` allows all).")
+    follow_redirects: bool = _setting(False,
+        "Follow HTTP redirects from callback receivers (each hop is checked like the first).")
+    api_tokens: tuple[str, ...] = _setting((),
+        "Bearer tokens accepted by the API (comma-separated). Empty: no authentication.")
+    signing_secrets: tuple[str, ...] = _setting((),
+        "Standard Webhooks secrets (`whsec_...`, comma-separated, newest first). Empty: callbacks are not signed.")
+    metrics_dir: str = _setting("",
+        "Directory for prometheus_client's multiprocess files (emptied at start). Empty: a fresh temporary one per command; `httpqueue run` shares it between API and worker.")
+    worker_metrics_port: int = _setting(0,
+        "Port on which `httpqueue worker` serves its Prometheus metrics (0: off; with `httpqueue run` the API's /metrics has them).")
+    log_format: str = _setting("text",
+        "Log lines as `text` (the seed's format) or `json` (one object per line).")
+    visibility_timeout: int = _setting(3600,
+        "kombu's visibility_timeout for the Redis broker, in seconds; must exceed horizon + lease.")
 
     @classmethod
-    def load(cls, overrides: t.Mapping[str, t.Any] | None = None, environ: t.Mapping[str, str] | None = None) -> Settings:
+    def load(cls, overrides: t.Mapping[str, t.Any] | None = None,
+             environ: t.Mapping[str, str] | None = None) -> Settings:
         """Resolve every setting through the layers described in the module docstring."""
         environ = os.environ if environ is None else environ
         layers: list[t.Mapping[str, t.Any]] = [
-            {s.name: s.default for s in SETTINGS},
             _read_file(environ.get(ENV_PREFIX + "CONFIG", "")),
             {s.name: environ[s.env] for s in SETTINGS if s.env in environ},
             {k: v for k, v in (overrides or {}).items() if v is not None},
@@ -145,13 +218,16 @@ class Settings:
                 if name not in _BY_NAME:
                     raise ConfigError(f"unknown setting {name!r}")
                 merged[name] = _BY_NAME[name].parse(raw)
-        settings = cls(merged)
+        settings = cls(**merged)
         settings.validate()
         return settings
 
     def replace(self, **changes: t.Any) -> Settings:
         """A copy with some settings changed (parsed and validated like the rest)."""
-        return Settings.load({**self.values, **changes}, environ={})
+        return Settings.load({**self.as_dict(), **changes}, environ={})
+
+    def as_dict(self) -> dict[str, t.Any]:
+        return {s.name: getattr(self, s.name) for s in SETTINGS}
 
     def validate(self) -> None:
         """Refuse combinations that would break the timer's guarantees."""
@@ -168,18 +244,75 @@ class Settings:
             raise ConfigError("worker_pool must be threads, prefork or solo")
         if self.log_format not in {"text", "json"}:
             raise ConfigError("log_format must be text or json")
-        from httpqueue.signing import parse_secret
-
         for secret in self.signing_secrets:
             parse_secret(secret)
 
-    @property
-    def store_url(self) -> str:
-        return self.redis_url
+    # -- derived values, computed in one place
 
     @property
     def celery_broker_url(self) -> str:
+        """The broker: ``broker_url``, else the store's Redis."""
         return self.broker_url or self.redis_url
+
+    @property
+    def horizon_ms(self) -> int:
+        return _ms(self.timer_horizon)
+
+    @property
+    def lease_ms(self) -> int:
+        return _ms(self.lease)
+
+    @property
+    def callback_timeout_ms(self) -> int:
+        return _ms(self.callback_timeout)
+
+    @property
+    def attempt_lease_ms(self) -> int:
+        """How long a started attempt is leased: the callback's timeout plus the lease."""
+        return _ms(self.callback_timeout + self.lease)
+
+    @property
+    def retention_ms(self) -> int:
+        return _ms(self.retention)
+
+    @property
+    def dead_retention_ms(self) -> int:
+        return _ms(self.dead_letter_retention)
+
+    @property
+    def direct_ms(self) -> int:
+        """Created tasks due sooner than this are published at once instead of waiting for a promoter pass."""
+        return _ms(max(0.5, 2 * self.promoter_interval + 0.1))
+
+    @property
+    def replica_timeout_ms(self) -> int:
+        return _ms(self.create_replica_timeout)
+
+    @property
+    def topic_wait_ms(self) -> int:
+        return _ms(self.topic_wait)
+
+    @property
+    def breaker_cooldown_ms(self) -> int:
+        return _ms(self.breaker_cooldown)
+
+    @property
+    def breaker_cooldown_max_ms(self) -> int:
+        return _ms(self.breaker_cooldown_max)
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}
+"""Annotation (a string: this module uses postponed annotations) -> the type values are parsed as."""
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, _TYPES[str(f.type)], f.default, f.metadata["help"]) for f in dataclasses.fields(Settings))
+"""Every setting, in declaration order (the docs' table, the environment variables)."""
+
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def _read_file(path: str) -> t.Mapping[str, t.Any]:

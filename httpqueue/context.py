@@ -1,33 +1,33 @@
-"""The per-process objects every part shares: settings, the task store, the HTTP session.
+"""The per-process objects every part shares: settings, the task store, the callback HTTP pool.
 
 Built lazily once per process (after a prefork child is forked, so no socket is
-shared across processes) and reset by tests that need other settings.
+shared across processes) and reset by tests that need other settings. The API
+and the worker take a :class:`Context` and pass it on explicitly; only process
+entry points (the Celery task, the CLI, ``create_app``) call :func:`current`.
 """
 from __future__ import annotations
 
 import functools
 import os
-import time
-import typing as t
 from pathlib import Path
+
+import urllib3
 
 from httpqueue.config import Settings
 from httpqueue.connections import redis_client
-from httpqueue.keys import Keys
-from httpqueue.store import TaskStore
+from httpqueue.delivery.signing import WebhookSigner
+from httpqueue.delivery.ssrf import CallbackPolicy, guarded_pool
+from httpqueue.store.keys import Keys
+from httpqueue.store.schedules import ScheduleStore
+from httpqueue.store.series import Series
+from httpqueue.store.tasks import TaskStore
+from httpqueue.store.topics import TopicControls
 
 DELIVERY_THREADS = 100
 """Callbacks in flight at once per worker process, across all its messages (threads mostly wait on I/O)."""
 
-MAX_PENDING = 4 * DELIVERY_THREADS
-"""Most handed-off tasks per worker process; a delivery message beyond that waits for room."""
-
 EMBEDDED_URL_FILE = "redis.url"
 """File in ``data_dir`` where ``httpqueue run`` writes its embedded Redis URL, for other commands to find."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def resolve_redis_url(settings: Settings) -> str:
@@ -53,53 +53,40 @@ class Context:
         s = self.settings
         return TaskStore(
             redis_client(self.redis_url, s.sentinel_master), self.keys,
-            horizon_ms=int(s.timer_horizon * 1000), lease_ms=int(s.lease * 1000),
-            retention_ms=int(s.retention * 1000), batch=s.promote_batch,
-            dead_retention_ms=int(s.dead_letter_retention * 1000),
-            direct_ms=int(max(0.5, 2 * s.promoter_interval + 0.1) * 1000),
-            min_replicas=s.create_min_replicas, replica_timeout_ms=int(s.create_replica_timeout * 1000))
+            horizon_ms=s.horizon_ms, lease_ms=s.lease_ms, retention_ms=s.retention_ms, batch=s.promote_batch,
+            dead_retention_ms=s.dead_retention_ms, direct_ms=s.direct_ms,
+            min_replicas=s.create_min_replicas, replica_timeout_ms=s.replica_timeout_ms)
 
     @functools.cached_property
-    def topics(self) -> "TopicControls":
+    def topics(self) -> TopicControls:
         """Pause, limits, circuit breakers and dead letters of topics."""
-        from httpqueue.topics import TopicControls
-
         return TopicControls(self.store, self.settings)
 
     @functools.cached_property
-    def callback_policy(self) -> t.Any:
-        """Where callbacks may go despite the SSRF guard (``callback_allow``)."""
-        from httpqueue.ssrf import CallbackPolicy
-
-        return CallbackPolicy.from_strings(self.settings.callback_allow)
+    def schedules(self) -> ScheduleStore:
+        """Recurring schedules (cron definitions and their next ticks)."""
+        return ScheduleStore(self.store)
 
     @functools.cached_property
-    def http(self) -> t.Any:
-        """urllib3 pool manager for callbacks: keep-alive connections, SSRF-guarded."""
-        from httpqueue.ssrf import guarded_pool
-
-        return guarded_pool(self.callback_policy, maxsize=DELIVERY_THREADS)
-
-    @functools.cached_property
-    def series(self) -> t.Any:
+    def series(self) -> Series:
         """Per-minute delivery statistics (the dashboard's charts)."""
-        from httpqueue.series import Series
-
         return Series(self.store)
 
     @functools.cached_property
-    def launcher(self) -> t.Any:
-        """Runs callbacks at their offsets on I/O threads, off the Celery pool (see :mod:`httpqueue.launcher`)."""
-        from httpqueue.launcher import Launcher
-
-        return Launcher(DELIVERY_THREADS, MAX_PENDING)
+    def callback_policy(self) -> CallbackPolicy:
+        """Where callbacks may go despite the SSRF guard (``callback_allow``)."""
+        return CallbackPolicy.from_strings(self.settings.callback_allow)
 
     @functools.cached_property
-    def signer(self) -> t.Any:
+    def http(self) -> urllib3.PoolManager:
+        """urllib3 pool manager for callbacks: keep-alive connections, SSRF-guarded."""
+        return guarded_pool(self.callback_policy, maxsize=DELIVERY_THREADS)
+
+    @functools.cached_property
+    def signer(self) -> WebhookSigner | None:
+        """Signs callbacks (Standard Webhooks) when ``signing_secrets`` are set."""
         if not self.settings.signing_secrets:
             return None
-        from httpqueue.signing import WebhookSigner
-
         return WebhookSigner(list(self.settings.signing_secrets))
 
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from httpqueue.exceptions import ConfigError
+from httpqueue.config import ConfigError
 
 
 def redis_server_binary() -> str:

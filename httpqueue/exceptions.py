@@ -3,28 +3,37 @@
 Hierarchy::
 
     HttpqueueError
-    ├── ConfigError            a setting is missing, malformed or inconsistent
     ├── StoreUnavailable       Redis (store or broker) cannot be reached; the API answers 503
     │   └── ReplicasMissing    a create reached fewer replicas than create_min_replicas (503)
     ├── TaskNotFound           no task with this id (never created, or past its retention)
     ├── TaskConflict           the task's state forbids the request (delete while delivering...)
     ├── UnsafeCallbackError    the callback URL points where callbacks may not go (SSRF guard)
+    ├── InvalidInput           a request field is invalid beyond its schema (SSRF guard, ...); the API answers 400
     └── DeliveryError          one callback attempt did not succeed
-        ├── CallbackFailed     a failed attempt: Celery's autoretry_for turns it into a retry
+        ├── CallbackFailed     a failed attempt: retried after the backoff, or failed when retries are spent
         └── CallbackThrottled  the receiver answered code 101: wait, not counted as a failure
 
-The delivery task raises the ``DeliveryError`` subclasses so that Celery's own
-retry machinery (``autoretry_for``/``retry_backoff``) drives the backoff.
+    ConfigError (a ValueError, defined in :mod:`httpqueue.config`, which imports nothing of the project)
+
+``send`` raises the ``DeliveryError`` subclasses; the delivery task turns them
+into an outcome and *parks* the next attempt in the store's timer after
+Celery's backoff formula (it does not use Celery's ``autoretry_for``, whose
+retries would be long ETA messages held in worker memory).
 """
 from __future__ import annotations
+
+import typing as t
+
+from httpqueue.config import ConfigError
+
+__all__ = [
+    "CallbackFailed", "CallbackThrottled", "ConfigError", "DeliveryError", "HttpqueueError", "InvalidInput",
+    "ReplicasMissing", "StoreUnavailable", "TaskConflict", "TaskNotFound", "UnsafeCallbackError",
+]
 
 
 class HttpqueueError(Exception):
     """Base class of every error httpqueue raises on purpose."""
-
-
-class ConfigError(HttpqueueError):
-    """A setting is missing, malformed or inconsistent with another."""
 
 
 class StoreUnavailable(HttpqueueError):
@@ -45,6 +54,14 @@ class TaskConflict(HttpqueueError):
     def __init__(self, message: str, state: str) -> None:
         super().__init__(message)
         self.state = state
+
+
+class InvalidInput(HttpqueueError):
+    """Request fields that are well-formed but not acceptable; ``fields`` maps each name to its messages."""
+
+    def __init__(self, fields: t.Mapping[str, t.Any]) -> None:
+        super().__init__("; ".join(f"{name}: {messages}" for name, messages in fields.items()))
+        self.fields = dict(fields)
 
 
 class DeliveryError(HttpqueueError):

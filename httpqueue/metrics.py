@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from httpqueue import events
 from httpqueue.metrics_dir import ENV
+from httpqueue.states import Outcome
 
 MAX_TOPICS = 200
 OTHER = "other"
@@ -55,7 +56,8 @@ PROMOTED = Counter("httpqueue_promoted_total", "Tasks handed from the timer to C
 RECLAIMED = Counter("httpqueue_reclaimed_total", "Tasks re-issued after their lease ran out (a worker died).")
 CIRCUITS = Counter("httpqueue_circuit_opened_total", "Circuit breakers opened.", ["topic"])
 
-OUTCOME_COUNTERS = {"succeeded": DELIVERED, "retrying": RETRIED, "throttled": THROTTLED, "failed": FAILED}
+OUTCOME_COUNTERS = {Outcome.SUCCEEDED: DELIVERED, Outcome.RETRYING: RETRIED, Outcome.THROTTLED: THROTTLED,
+                    Outcome.FAILED: FAILED}
 
 _topics: set[str] = set()
 _topics_lock = threading.Lock()

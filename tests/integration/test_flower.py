@@ -46,7 +46,7 @@ def test_flower_lists_the_worker_and_the_delivered_tasks(flower: str, client: t.
                 and info.get("state") == "SUCCESS"]
 
     [info] = wait_until(seen, 30, "the delivery task in flower")
-    assert info["name"] == "httpqueue.deliver" and topic in str(info.get("kwargs"))
+    assert info["name"] == f"deliver {topic} x1" and topic in str(info.get("kwargs"))
 
 
 def test_celery_inspect_pings_the_worker(env: dict[str, str], worker: t.Any) -> None:

@@ -7,8 +7,8 @@ import typing as t
 
 import pytest
 
-from httpqueue.schemas import ExecuteAt
-from httpqueue.tasks import policy_backoff_ms
+from httpqueue.api.schemas import ExecuteAt
+from httpqueue.worker.attempts import policy_backoff_ms
 from tests.support.processes import wait_until
 from tests.support.receiver import Answer, Receiver
 

@@ -8,13 +8,14 @@ import pytest
 import requests
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from httpqueue import tasks
+from httpqueue.worker import attempts as tasks
 from httpqueue.api import create_app
 from httpqueue.config import Settings
-from httpqueue.context import Context, now_ms
+from httpqueue.clock import now_ms
+from httpqueue.context import Context
 from httpqueue.exceptions import ConfigError, UnsafeCallbackError
-from httpqueue.signing import new_secret
-from httpqueue.ssrf import CallbackPolicy, guarded_pool
+from httpqueue.delivery.signing import new_secret
+from httpqueue.delivery.ssrf import CallbackPolicy, guarded_pool
 from httpqueue.store import NewTask
 from tests.support.processes import start_api
 from tests.support.receiver import Receiver
@@ -42,7 +43,7 @@ def test_delivery_checks_the_address_again_when_it_connects(settings: Settings, 
     strict = Context(settings.replace(callback_allow=""))
     path = f"/{topic}"
     created = strict.store.create(NewTask(topic, receiver.url(path), "x", now_ms() + 3_600_000, 0), now_ms())
-    result = tasks.attempt(tasks.deliver, strict, strict.store.get(created.task_id))
+    result = tasks.attempt(strict, strict.store.get(created.task_id))
     assert result.outcome == "failed" and result.error.startswith("refused")
     assert [r for r in receiver.requests if r.path == path] == []
 
@@ -65,7 +66,7 @@ def test_redirects_are_not_followed_by_default(settings: Settings, receiver: Rec
     receiver.script(path, Answer(status=302, headers={"Location": "http://169.254.169.254/"}, body="moved"))
     ctx = Context(settings)
     created = ctx.store.create(NewTask(topic, receiver.url(path), "x", now_ms() + 3_600_000, 0), now_ms())
-    result = tasks.attempt(tasks.deliver, ctx, ctx.store.get(created.task_id))
+    result = tasks.attempt(ctx, ctx.store.get(created.task_id))
     assert result.outcome == "failed" and "302" in result.error
 
 
@@ -77,7 +78,7 @@ def test_followed_redirects_are_checked_hop_by_hop(settings: Settings, receiver:
 
     def attempt_once() -> tasks.Result:
         created = ctx.store.create(NewTask(topic, receiver.url(path), "x", now_ms() + 3_600_000, 0), now_ms())
-        return tasks.attempt(tasks.deliver, ctx, ctx.store.get(created.task_id))
+        return tasks.attempt(ctx, ctx.store.get(created.task_id))
 
     receiver.script(path, Answer(status=307, headers={"Location": receiver.url(path + "/moved")}, body=""))
     assert attempt_once().outcome == "succeeded"
@@ -138,7 +139,7 @@ def test_callbacks_are_signed_and_verify_with_standardwebhooks(settings: Setting
     path = f"/{topic}"
     created = ctx.store.create(NewTask(topic, receiver.url(path), {"a": [1, "é"]}, now_ms() + 3_600_000, 0),
                                now_ms())
-    result = tasks.attempt(tasks.deliver, ctx, ctx.store.get(created.task_id))
+    result = tasks.attempt(ctx, ctx.store.get(created.task_id))
     assert result.outcome == "succeeded"
     [request] = [r for r in receiver.requests if r.path == path]
     assert request.headers["webhook-id"] == created.task_id
@@ -171,7 +172,7 @@ def test_secrets_never_appear_in_logs_or_query(settings: Settings, receiver: Rec
     client.post("/create", json={"topic": topic, "delay": 3600, "callback": "x"}, headers=auth)
     client.post("/query", json={"id": task_id}, headers={"Authorization": "Bearer nope"})
     ctx = Context(secured)
-    tasks.record(ctx, topic, [tasks.attempt(tasks.deliver, ctx, ctx.store.get(task_id))])
+    tasks.record(ctx, topic, [tasks.attempt(ctx, ctx.store.get(task_id))], lambda *_: None)
     shown = client.post("/query", json={"id": task_id}, headers=auth).get_data(as_text=True)
     from httpqueue.logs import JsonFormatter, TextFormatter
 

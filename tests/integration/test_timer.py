@@ -16,7 +16,7 @@ import pytest
 from httpqueue.config import Settings
 from httpqueue.context import Context
 from httpqueue.embedded import EmbeddedRedis, free_port
-from httpqueue.promoter import Promoter
+from httpqueue.worker.promoter import Promoter
 from httpqueue.store import Dispatch, NewTask
 from tests.support.receiver import Receiver
 
@@ -25,7 +25,10 @@ DAY = 86_400
 
 def test_a_task_thirty_days_out_fires_once_at_its_time(client: t.Any, app: t.Any, receiver: Receiver,
                                                        topic: str, worker: t.Any) -> None:
-    from httpqueue.tasks import publish
+    from httpqueue.celery import app as celery_app
+    from httpqueue.publish import Publisher
+
+    publish = Publisher(celery_app)
 
     created = client.post("/create", json={"topic": topic, "delay": 30 * DAY, "retry": 0,
                                            "callback": receiver.url("/month")}).get_json()

@@ -7,7 +7,7 @@ import typing as t
 import redis
 
 from httpqueue import events
-from httpqueue.background import MAX_BACKOFF, repeat
+from httpqueue.worker.background import MAX_BACKOFF, repeat
 from httpqueue.exceptions import StoreUnavailable
 
 

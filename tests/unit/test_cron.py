@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 import zoneinfo
 
-from httpqueue.schedules import check_cron, check_timezone, next_tick_ms
+from httpqueue.store.schedules import check_cron, check_timezone, next_tick_ms
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from httpqueue import config, delivery
+from httpqueue import config
+from httpqueue.delivery import http as delivery
 from httpqueue.config import Settings
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled, ConfigError
-from httpqueue.keys import Keys
+from httpqueue.store.keys import Keys
 
 
 def test_code_100_is_success() -> None:

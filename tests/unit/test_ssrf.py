@@ -6,7 +6,7 @@ import ipaddress
 import pytest
 
 from httpqueue.exceptions import UnsafeCallbackError
-from httpqueue.ssrf import CallbackPolicy, blocked_reason, check_url, literal_ip, redact_url, safe_addresses
+from httpqueue.delivery.ssrf import CallbackPolicy, blocked_reason, check_url, literal_ip, redact_url, safe_addresses
 
 CLOSED = CallbackPolicy.from_strings([])
 

@@ -1,0 +1,341 @@
+"""Request and response schemas (marshmallow): the schema of record for what the API accepts.
+
+The same schemas validate requests and describe them in the OpenAPI document,
+so the documentation cannot disagree with what the API accepts. Limits that
+are settings (``max_delay``, ``max_topic``...) are read from the settings of
+the app serving the request (:func:`current_settings`), so the schemas are
+plain module-level classes and every app still enforces its own limits.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import time
+import numbers
+import re
+import typing as t
+
+from flask import current_app, has_app_context
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+
+from httpqueue.config import Settings
+
+DEFAULT_SETTINGS = Settings()
+"""The declared defaults: the limits outside a request (e.g. when the OpenAPI document is built without an app)."""
+
+
+def current_settings() -> Settings:
+    """The settings of the app serving this request, else the defaults."""
+    if has_app_context() and "httpqueue" in current_app.extensions:
+        return t.cast(Settings, current_app.extensions["httpqueue"].settings)
+    return DEFAULT_SETTINGS
+
+
+class SettingRange(validate.Range):
+    """A range whose upper bound is a setting, with the unit in its message.
+
+    ``max`` is read on each use, so the OpenAPI document and the error message
+    show the limit of the app at hand.
+    """
+
+    def __init__(self, min: float, setting: str, unit: str = "", **kwargs: t.Any) -> None:
+        self.setting = setting
+        self.unit = unit
+        super().__init__(min=min, max=None, **kwargs)
+        self.error = f"must be between {{min}} and {{max}}{' ' + unit if unit else ''}"
+
+    @property  # type: ignore[override]
+    def max(self) -> float:
+        return t.cast(float, getattr(current_settings(), self.setting))
+
+    @max.setter
+    def max(self, value: t.Any) -> None:
+        pass  # the bound is the setting's
+
+    def _format_error(self, value: t.Any, message: str) -> str:
+        return message.format(input=value, min=_number(self.min), max=_number(self.max))
+
+
+class SettingLength(validate.Length):
+    """A length whose maximum is a setting (``max_topic``, ``max_callback``)."""
+
+    def __init__(self, min: int | None, setting: str, **kwargs: t.Any) -> None:
+        self.setting = setting
+        super().__init__(min=min, max=None, **kwargs)
+
+    @property  # type: ignore[override]
+    def max(self) -> int:
+        return t.cast(int, getattr(current_settings(), self.setting))
+
+    @max.setter
+    def max(self, value: t.Any) -> None:
+        pass
+
+
+def _number(value: float | None) -> str:
+    """``31622400`` rather than ``31622400.0`` in messages."""
+    if value is None:
+        return ""
+    return f"{value:g}" if float(value) != int(value) or abs(value) < 1e15 else str(value)
+
+
+class StrictNumber(fields.Number):
+    """A JSON number: not a string, not a boolean, not NaN or infinite."""
+
+    num_type = float
+
+    def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValidationError("must be a number")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictInteger(StrictNumber):
+    """A JSON integer (``3`` or ``3.0``), not a string or a boolean."""
+
+    num_type = int  # type: ignore[assignment]
+
+    def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
+        number = super()._deserialize(value, attr, data, **kwargs)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValidationError("must be a whole number")
+        return int(number)
+
+
+RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
+"""RFC 3339's date-time (with its offset), which is narrower than what ``fromisoformat`` reads."""
+
+NO_OFFSET = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(:\d\d(\.\d+)?)?\Z")
+"""A date-time without an offset: ambiguous, so refused with a message that says what is missing."""
+
+
+class ExecuteAt(fields.Field):
+    """An absolute time: Unix seconds (a number, fractions for ms) or an RFC 3339 string with an offset."""
+
+    def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:
+                raise ValidationError("must be a time: Unix seconds >= 0 or an RFC 3339 string")
+            return float(value)
+        if isinstance(value, str):
+            match = RFC3339.match(value)
+            if not match:
+                if NO_OFFSET.match(value):
+                    raise ValidationError("has no time zone offset: add Z for UTC or an offset such as +01:00 "
+                                          "(e.g. 2026-12-24T18:00:00Z)")
+                raise ValidationError("is not an RFC 3339 time (e.g. 2026-12-24T18:00:00Z)")
+            stamp, fraction, offset = match.groups()
+            try:  # fromisoformat wants upper case and at most microseconds
+                when = datetime.datetime.fromisoformat(f"{stamp.upper()}{(fraction or '')[:7]}{offset.upper()}")
+            except ValueError:
+                raise ValidationError("is not an RFC 3339 time (e.g. 2026-12-24T18:00:00Z)") from None
+            return when.timestamp()
+        raise ValidationError("must be a time: Unix seconds or an RFC 3339 string")
+
+
+METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
+SUCCESS_RULES = ("code100", "2xx")
+MAX_HEADERS = 20
+DENIED_HEADERS = frozenset({
+    # hop-by-hop and framing: set by the HTTP client, never by a task
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
+    "content-length", "expect",
+    # credentials: a task must not carry them where its logs and queries would show them
+    "authorization", "proxy-authorization", "cookie", "set-cookie",
+    # httpqueue's own: the body's type and the headers receivers trust
+    "content-type", "webhook-id", "webhook-timestamp", "webhook-signature",
+})
+DENIED_PREFIXES = ("x-httpqueue-", "proxy-")
+TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def check_headers(headers: t.Mapping[str, t.Any]) -> None:
+    """Refuse extra headers that are malformed, too many, too large, or on the deny-list."""
+    if len(headers) > MAX_HEADERS:
+        raise ValidationError(f"at most {MAX_HEADERS} headers")
+    if len({name.lower() for name in headers}) < len(headers):
+        raise ValidationError("names a header twice (header names ignore case)")
+    for name, value in headers.items():
+        if not name or len(name) > 64 or not set(name) <= TOKEN_CHARS:
+            raise ValidationError(f"{name!r} is not a valid header name")
+        lowered = name.lower()
+        if lowered in DENIED_HEADERS or lowered.startswith(DENIED_PREFIXES):
+            raise ValidationError(f"header {name!r} may not be set by a task")
+        if not isinstance(value, str) or len(value) > 1024 or any(c in value for c in "\r\n\0"):
+            raise ValidationError(f"header {name!r} needs a string value of at most 1024 characters, one line")
+
+
+class RetryPolicySchema(Schema):
+    """How a failed attempt is retried (the default: base ``retry_base``, factor 2, no jitter)."""
+
+    class Meta:
+        unknown = RAISE
+
+    base = StrictNumber(validate=validate.Range(0.1, 86_400),
+                        metadata={"description": "Seconds before the first retry.", "example": 5})
+    factor = StrictNumber(validate=validate.Range(1, 10), metadata={"description": "Growth per retry.", "example": 2})
+    max_interval = StrictNumber(validate=validate.Range(0.1, 366 * 86_400),
+                                metadata={"description": "Longest wait between two attempts, in seconds."})
+    max_duration = StrictNumber(validate=validate.Range(1, 366 * 86_400),
+                                metadata={"description": "Give up (fail) once this many seconds have passed since "
+                                                         "the first due time."})
+    jitter = fields.Boolean(truthy={True}, falsy={False},
+                            metadata={"description": "Randomise each wait between 0 and its value (default: the "
+                                                     "`retry_jitter` setting)."})
+
+
+MAX_CONTENT_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in ``content`` (and in any request body)."""
+
+
+class CreateTaskSchema(Schema):
+    """A task to create: send ``content`` to ``callback`` after ``delay`` seconds or at ``execute_at``."""
+
+    class Meta:
+        unknown = RAISE
+
+    topic = fields.String(required=True, validate=SettingLength(1, "max_topic"),
+                          metadata={"description": "Free label for grouping tasks.", "example": "order"})
+    delay = StrictNumber(validate=SettingRange(0, "max_delay", "seconds"),
+                         metadata={"description": "Seconds from now until the callback (fractions allowed). "
+                                                  "Give `delay` or `execute_at`.", "example": 15})
+    execute_at = ExecuteAt(metadata={"description": "When to call back: Unix seconds or an RFC 3339 time. "
+                                                    "A past time fires at once; more than `max_delay` "
+                                                    "ahead is refused. Give `delay` or `execute_at`.",
+                                     "example": "2026-12-24T18:00:00Z",
+                                     "oneOf": [{"type": "number", "minimum": 0},
+                                               {"type": "string", "format": "date-time"}]})
+    retry = StrictInteger(load_default=0, validate=SettingRange(0, "max_retry"),
+                          metadata={"description": "Retries after the first failed attempt (default 0: "
+                                                   "none). Each waits `retry_base` x 2^n seconds (10, 20, "
+                                                   "40 ... s by default) or as `retry_policy` says.",
+                                    "example": 3})
+    callback = fields.Url(required=True, schemes={"http", "https"}, require_tld=False,
+                          validate=SettingLength(None, "max_callback"),
+                          metadata={"description": "http(s) URL that receives the request.",
+                                    "example": "http://127.0.0.1:8888/"})
+    content = fields.Raw(load_default="", allow_none=True,
+                         metadata={"description": "Any JSON value, posted unchanged.", "example": "hello"})
+    id = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9._:-]{1,128}\Z",
+                                                error="must be 1 to 128 of A-Z a-z 0-9 . _ : -"),
+                       metadata={"description": "Your own task id: a second create with the same id (and the "
+                                                "same fields) returns the first task instead of a new one."})
+    method = fields.String(validate=validate.OneOf(METHODS),
+                           metadata={"description": "HTTP method of the callback (GET and DELETE send no body).",
+                                     "example": "POST"})
+    headers = fields.Dict(keys=fields.String(), values=fields.Raw(),
+                          metadata={"description": f"Extra request headers (at most {MAX_HEADERS}; hop-by-hop, "
+                                                   "credential and httpqueue's own headers are refused).",
+                                    "example": {"X-Tenant": "acme"}})
+    timeout = StrictNumber(validate=SettingRange(0.1, "max_callback_timeout", "seconds"),
+                           metadata={"description": "Seconds this task's callback may take "
+                                                    "(default: the `callback_timeout` setting, 10 s).",
+                                     "example": 5})
+    success = fields.String(validate=validate.OneOf(SUCCESS_RULES),
+                            metadata={"description": "`code100`: the answer must be JSON {\"code\": 100} "
+                                                     "(the original Go httpqueue's rule, default); `2xx`: any 2xx status.",
+                                      "example": "2xx"})
+    retry_policy = fields.Nested(RetryPolicySchema)
+    failure_callback = fields.Url(schemes={"http", "https"}, require_tld=False,
+                                  validate=SettingLength(None, "max_callback"),
+                                  metadata={"description": "URL notified once if this task fails for good."})
+
+    @validates("topic")
+    def _printable(self, value: str, **_: t.Any) -> None:
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValidationError("must not contain control characters")
+
+    @validates("content")
+    def _small(self, value: t.Any, **_: t.Any) -> None:
+        limit = current_settings().max_content
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > limit:
+            raise ValidationError(f"is {size} bytes of JSON; at most {limit} are accepted")
+
+    @validates("headers")
+    def _headers(self, value: t.Mapping[str, t.Any], **_: t.Any) -> None:
+        check_headers(value)
+
+    @validates_schema
+    def _when(self, data: t.Mapping[str, t.Any], **_: t.Any) -> None:
+        if "delay" in data and "execute_at" in data:
+            raise ValidationError("give either delay or execute_at, not both", "execute_at")
+        if "delay" not in data and "execute_at" not in data:
+            raise ValidationError("Missing data for required field (or give execute_at).", "delay")
+        limit = current_settings().max_delay
+        if "execute_at" in data and data["execute_at"] - time.time() > limit:
+            raise ValidationError(f"is more than {limit:g} seconds (max_delay) away", "execute_at")
+
+
+IDEMPOTENCY_HEADER = {
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "example": "order-4711-reminder"},
+    "description": "Makes the create idempotent: repeating it with the same key and the same body returns "
+                   "the first task (marked replayed); the same key with a different body answers 409.",
+}
+"""OpenAPI description of the header both create endpoints read."""
+
+
+class TaskIdSchema(Schema):
+    """Names one task."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = fields.String(required=True, validate=validate.Length(1, 200),
+                       metadata={"example": "35adbde5-77c4-4d65-adac-0082d91f2554"})
+
+
+class CreatedSchema(Schema):
+    id = fields.String(required=True)
+    replayed = fields.Boolean(metadata={"description": "Present (true) when an idempotent create was repeated."})
+
+
+class BatchSchema(Schema):
+    """Up to ``BATCH_MAX`` tasks, each validated on its own."""
+
+    class Meta:
+        unknown = RAISE
+
+    tasks = fields.List(fields.Dict(), required=True, validate=validate.Length(1, 1000))
+
+
+BATCH_MAX = 1000
+
+
+class TaskSchema(Schema):
+    """A task as ``/query`` returns it: the original Go httpqueue's fields, then httpqueue's."""
+
+    id = fields.String()
+    topic = fields.String()
+    execute_time = fields.Integer(metadata={"description": "First due time, Unix seconds."})
+    max_retry = fields.Integer()
+    has_retry = fields.Integer(metadata={"description": "Failed attempts retried so far."})
+    callback = fields.String()
+    content = fields.Raw()
+    creat_time = fields.Integer(metadata={"description": "Creation time, Unix seconds (the original Go httpqueue's spelling)."})
+    state = fields.String(metadata={"description": "scheduled, queued, delivering, retrying, succeeded, failed, deleted"})
+    attempts = fields.Integer()
+    throttled = fields.Integer(metadata={"description": "Answers with code 101 so far."})
+    execute_time_ms = fields.Integer()
+    creat_time_ms = fields.Integer()
+    next_attempt_ms = fields.Integer(allow_none=True)
+    finished_time_ms = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    last_code = fields.Integer(allow_none=True)
+    options = fields.Dict(metadata={"description": "Delivery options given at create (method, headers, timeout, "
+                                                   "success, retry_policy, failure_callback)."})
+    replayed = fields.Boolean(metadata={"description": "Present (true) when an idempotent create was repeated."})
+
+
+class DeletedSchema(Schema):
+    id = fields.String()
+    state = fields.String(metadata={"example": "deleted"})
+    previous_state = fields.String()
+
+
+class ApiErrorSchema(Schema):
+    code = fields.Integer(metadata={"example": 400})
+    error = fields.String(metadata={"example": "invalid request: delay: must be a number"})
+    fields_ = fields.Dict(data_key="fields")

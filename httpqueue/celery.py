@@ -1,0 +1,113 @@
+"""The Celery application: ``celery -A httpqueue worker`` finds it as ``httpqueue.app``.
+
+Its configuration comes from httpqueue's settings (``HTTPQUEUE_*``), evaluated
+lazily so the CLI can set options before Celery reads them; a ``celeryconfig``
+module on the import path (the project ships one at its top level) may then
+override any Celery setting. The promoter and the schedule ticker run inside
+every worker as bootsteps; the task module is named with ``include=`` (Celery's
+layout) and imports this app, never the other way round.
+"""
+from __future__ import annotations
+
+import typing as t
+
+from celery import Celery
+
+from httpqueue import context
+from httpqueue.config import Settings
+from httpqueue.connections import broker_transport_options, broker_url
+from httpqueue.publish import QUEUE
+from httpqueue.worker.promoter import PromoterStep
+from httpqueue.worker.scheduler import SchedulerStep
+
+TASK_MODULES = ["httpqueue.worker.tasks"]
+"""Modules a worker imports to find its tasks (Celery's ``include``)."""
+
+
+def celery_config(settings: Settings, redis_url: str) -> dict[str, t.Any]:
+    """Celery settings that httpqueue's guarantees rely on (see docs in the README)."""
+    url = broker_url(settings.celery_broker_url or redis_url)
+    return {
+        "broker_url": url,
+        "broker_transport_options": broker_transport_options(
+            url, settings.sentinel_master, settings.visibility_timeout),
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE,
+        # the store holds every outcome: no result backend
+        "task_ignore_result": True,
+        "result_backend": None,
+        # a message is acknowledged only after its attempt was recorded
+        "task_acks_late": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Flower and `celery events` see every task (received, started, succeeded/failed); the
+        # publisher's "task-sent" event is off: it cost ~30% of a publish (docs/benchmarks.rst)
+        "worker_send_task_events": True,
+        "task_send_sent_event": False,
+        "worker_prefetch_multiplier": 8,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "broker_pool_limit": 32,
+    }
+
+
+def _defaults() -> dict[str, t.Any]:
+    ctx = context.current()
+    return celery_config(ctx.settings, ctx.redis_url)
+
+
+def _no_restore_on_connection_loss() -> None:
+    """Do not let kombu's Redis transport "restore unacknowledged messages" when its connection drops.
+
+    With the Redis broker gone, kombu 5.x tries to push the worker's prefetched
+    (unacknowledged) ETA messages back while closing the dead channel, fails
+    with ``AttributeError: 'NoneType' object has no attribute 'hostname'`` and
+    Celery stops the consumer for good ("Unrecoverable error"; seen in
+    tests/faults, cf. celery/celery#9250, celery/kombu#582). httpqueue does not
+    need that restore: each task has a lease in the store, and a promoter
+    re-issues it with a new generation when the lease runs out (the old
+    message, redelivered after ``visibility_timeout``, is then dropped as stale).
+    """
+    from kombu.transport import redis as kombu_redis
+
+    kombu_redis.QoS.restore_at_shutdown = False
+
+
+def _no_acks_on_closed_channels() -> None:
+    """Drop the acknowledgement of a message whose broker channel has already closed.
+
+    A task received before the broker connection dropped can finish after the
+    consumer reconnected; Celery then acks (or rejects) it on the old channel,
+    whose connection is gone, and kombu's Redis QoS raises ``AttributeError:
+    'NoneType' object has no attribute 'client'``, which Celery treats as an
+    "Unrecoverable error": the worker stops consuming (seen in
+    tests/faults/test_sentinel.py after a slow failover). Such a message cannot
+    be acknowledged anyway; it stays in kombu's unacked set, comes back after
+    ``visibility_timeout`` and is then dropped by the store as stale or done.
+    """
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport import virtual
+
+    def closed(qos: t.Any) -> bool:
+        return getattr(qos.channel, "closed", False) or qos.channel.connection is None
+
+    def unless_closed(method: t.Callable[..., None]) -> t.Callable[..., None]:
+        def call(self: t.Any, delivery_tag: t.Any, *args: t.Any, **kwargs: t.Any) -> None:
+            if closed(self):  # forget it locally; there is nothing to tell a dead connection
+                virtual.QoS.ack(self, delivery_tag)
+                return
+            method(self, delivery_tag, *args, **kwargs)
+        return call
+
+    kombu_redis.QoS.ack = unless_closed(kombu_redis.QoS.ack)  # type: ignore[method-assign]
+    kombu_redis.QoS.reject = unless_closed(kombu_redis.QoS.reject)  # type: ignore[method-assign]
+
+
+_no_restore_on_connection_loss()
+_no_acks_on_closed_channels()
+
+app = Celery("httpqueue", set_as_current=True, include=TASK_MODULES)
+app.add_defaults(_defaults)
+app.config_from_object("celeryconfig", silent=True)
+app.steps["worker"].add(PromoterStep)
+app.steps["worker"].add(SchedulerStep)

@@ -1,0 +1,226 @@
+"""Sending one callback and judging the receiver's answer (the seed's backend protocol).
+
+The callback is ``POST <url>`` with JSON ``{"id","topic","content"}``. The answer
+``{"code": 100}`` is success; ``{"code": 101}`` asks us to slow down (honouring a
+``Retry-After`` header); anything else, a body that is not JSON, a timeout or a
+connection error is a failed attempt. Outcomes other than success are raised as
+:class:`~httpqueue.exceptions.DeliveryError` subclasses, which the Celery task
+turns into retries.
+"""
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import json
+import time
+import typing as t
+
+import urllib3
+from urllib3.exceptions import HTTPError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from httpqueue import __version__
+from httpqueue.exceptions import CallbackFailed, CallbackThrottled
+from httpqueue.store.records import TaskRecord
+
+SUCCESS_CODE = 100
+THROTTLE_CODE = 101
+BODYLESS = ("GET", "DELETE")
+"""Methods whose callback carries no body (the id and topic are still in the headers)."""
+
+MAX_RESPONSE_BYTES = 65_536
+"""Most of a receiver's answer that is read; the rest is ignored (a receiver cannot exhaust memory)."""
+
+MAX_REDIRECTS = 5
+"""Redirect hops followed when ``follow_redirects`` is on (each one checked by the SSRF guard)."""
+
+
+RETRIES = {follow: urllib3.Retry(total=None, connect=0, read=0, status=0, other=0,
+                                 redirect=MAX_REDIRECTS if follow else 0, raise_on_redirect=False)
+           for follow in (False, True)}
+"""No retries inside an attempt (the task's retry policy decides), and redirects only when followed."""
+
+
+class AnswerTooSlow(Exception):
+    """The receiver's answer did not finish within the callback timeout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivered:
+    """A successful attempt."""
+
+    code: int
+    duration: float
+
+
+class Signer(t.Protocol):
+    def headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]: ...
+
+
+def callback_body(task: TaskRecord) -> bytes:
+    """The seed's callback payload; ``content`` passes through unchanged."""
+    return json.dumps({"id": task.id, "topic": task.topic, "content": task.content},
+                      separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def callback_headers(task: TaskRecord, attempt: int, body: bytes, signer: Signer | None) -> dict[str, str]:
+    """Headers that let a receiver deduplicate (id, attempt) and verify the sender.
+
+    The task's own extra headers come first, so httpqueue's cannot be overridden
+    (the create schema refuses those names anyway).
+    """
+    headers = {**(task.options or {}).get("headers", {}),
+        "Content-Type": "application/json", "User-Agent": f"httpqueue/{__version__}",
+        "X-Httpqueue-Id": task.id, "X-Httpqueue-Attempt": str(attempt),
+        "X-Httpqueue-Topic": task.topic.encode("ascii", "backslashreplace").decode(),
+        "X-Httpqueue-Due": str(task.due_ms),
+    }
+    if signer is not None:
+        headers.update(signer.headers(task.id, int(time.time()), body))
+    return headers
+
+
+def send(http: urllib3.PoolManager, task: TaskRecord, attempt: int, *, timeout: float,
+         follow_redirects: bool = False, signer: Signer | None = None) -> Delivered:
+    """Send one callback; return on success, raise ``CallbackFailed``/``CallbackThrottled`` otherwise.
+
+    The task's options choose the method (GET and DELETE carry no body), the
+    timeout and the success rule; ``timeout`` is the default.
+    """
+    options = task.options or {}
+    method = options.get("method", "POST")
+    timeout = float(options.get("timeout") or timeout)
+    body = callback_body(task) if method not in BODYLESS else b""
+    headers = callback_headers(task, attempt, body, signer)
+    if not body:
+        headers.pop("Content-Type", None)
+    started = time.perf_counter()
+    try:
+        status, raw, retry_after = _exchange(http, method, task.callback, body, headers, timeout, follow_redirects)
+    except NewConnectionError as exc:  # urllib3 files a refused connection under its timeouts: first
+        raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
+    except (Urllib3Timeout, AnswerTooSlow) as exc:
+        raise CallbackFailed(f"no answer within {timeout:g}s", duration=time.perf_counter() - started) from exc
+    except (HTTPError, OSError) as exc:
+        raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
+    return judge(status, raw, retry_after, time.perf_counter() - started, options.get("success", "code100"))
+
+
+def _exchange(http: urllib3.PoolManager, method: str, url: str, body: bytes, headers: dict[str, str],
+              timeout: float, follow_redirects: bool = False) -> tuple[int, bytes, str | None]:
+    """One request: its status, at most :data:`MAX_RESPONSE_BYTES` of its body, and its ``Retry-After``.
+
+    The whole answer must arrive within ``timeout`` of the start (not only each
+    read). A connection whose answer was not read to the end is closed rather
+    than reused, so a receiver's leftover bytes never reach the next callback.
+    """
+    started = time.perf_counter()
+    response = http.request(
+        method, url, body=body or None, headers=headers, preload_content=False, redirect=follow_redirects,
+        timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout), retries=RETRIES[follow_redirects])
+    try:
+        raw = read_body(response, started + timeout)
+    finally:
+        if response.connection is not None:  # not read to its end: do not reuse the connection
+            response.close()
+        response.release_conn()
+    return response.status, raw, response.headers.get("Retry-After")
+
+
+def read_body(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
+    """At most :data:`MAX_RESPONSE_BYTES` of the body, read in chunks until ``deadline`` (perf_counter).
+
+    The read timeout bounds each read, not the whole answer: a receiver
+    trickling one byte at a time would hold the attempt for ever. ``read1``
+    returns whatever has arrived, so the deadline is checked between bytes;
+    past it the attempt fails like any timeout. (A receiver trickling its
+    status line and headers is bounded only by the per-read timeout.)
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size < MAX_RESPONSE_BYTES:
+        if time.perf_counter() > deadline:
+            raise AnswerTooSlow("the answer took longer than the callback timeout")
+        chunk = response.read1(min(4096, MAX_RESPONSE_BYTES - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def notify(http: urllib3.PoolManager, url: str, task: TaskRecord, document: t.Mapping[str, t.Any], *,
+           timeout: float, signer: Signer | None = None) -> Delivered:
+    """POST a failure notice about ``task``; any 2xx answer is success, anything else raises ``CallbackFailed``."""
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    headers = {**callback_headers(task, task.attempts, body, signer), "X-Httpqueue-Event": "failed"}
+    started = time.perf_counter()
+    try:
+        status, _, _ = _exchange(http, "POST", url, body, headers, timeout)
+    except (HTTPError, OSError, AnswerTooSlow) as exc:
+        raise CallbackFailed(f"failure notice not delivered: {_reason(exc)}") from exc
+    duration = time.perf_counter() - started
+    if not 200 <= status < 300:
+        raise CallbackFailed(f"failure notice answered HTTP {status}", code=status, duration=duration)
+    return Delivered(code=status, duration=duration)
+
+
+def judge(status: int, raw: bytes, retry_after: str | None, duration: float, rule: str = "code100") -> Delivered:
+    """Decide success, throttling or failure from the receiver's answer (pure; unit-tested).
+
+    ``code100`` is the seed's rule: the body must be JSON ``{"code": 100}``
+    (``101`` throttles). ``2xx``: any 2xx status succeeds, and 429 or 503
+    throttle (with their ``Retry-After``); the body does not matter.
+    """
+    if rule == "2xx":
+        if 200 <= status < 300:
+            return Delivered(code=status, duration=duration)
+        if status in (429, 503):
+            raise CallbackThrottled(f"receiver answered HTTP {status}", retry_after=parse_retry_after(retry_after),
+                                    code=status, duration=duration)
+        raise CallbackFailed(f"receiver answered HTTP {status}: {_excerpt(raw)}", code=status, duration=duration)
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        raise CallbackFailed(f"HTTP {status} with a body that is not JSON: {_excerpt(raw)}",
+                             code=None, duration=duration) from None
+    code = answer.get("code") if isinstance(answer, dict) else None
+    if code == SUCCESS_CODE and not isinstance(code, bool):
+        return Delivered(code=code, duration=duration)
+    if code == THROTTLE_CODE and not isinstance(code, bool):
+        raise CallbackThrottled("receiver answered code 101 (too many requests)",
+                                retry_after=parse_retry_after(retry_after), duration=duration)
+    shown = code if isinstance(code, int) and not isinstance(code, bool) else None
+    raise CallbackFailed(f"receiver answered {_excerpt(raw)} (HTTP {status})", code=shown, duration=duration)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), if valid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _excerpt(raw: bytes, limit: int = 200) -> str:
+    text = raw[:limit].decode("utf-8", "replace")
+    return repr(text + ("..." if len(raw) > limit else ""))
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of an HTTP client error, which says what actually happened."""
+    for _ in range(8):
+        inner = getattr(exc, "reason", None) or exc.__cause__ or (
+            exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None)
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return f"{type(exc).__name__}: {exc}"[:300]

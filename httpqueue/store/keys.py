@@ -1,0 +1,145 @@
+"""Every Redis key of the task store is built here, and nowhere else.
+
+Keys carry a Redis Cluster hash tag: the shard number. A task's own keys and
+the per-shard timer, in-flight, done and statistics keys of its shard share the
+tag, so every Lua script touches keys of one slot only. The shard of a task is
+a pure function of its id (CRC32 modulo ``shards``), so any process finds it
+without a lookup, and the "global" structures (timer, statistics) are split
+into ``shards`` parts that the promoter walks one by one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import zlib
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    """Key builder for one prefix and shard count."""
+
+    prefix: str = "hq"
+    shards: int = 16
+
+    def shard_of(self, task_id: str) -> int:
+        return zlib.crc32(task_id.encode()) % self.shards
+
+    def tag(self, shard: int) -> str:
+        return f"{self.prefix}:{{{shard}}}"
+
+    def task(self, task_id: str) -> str:
+        """Hash with the task's fields (see ``store.FIELDS``)."""
+        return f"{self.tag(self.shard_of(task_id))}:t:{task_id}"
+
+    def task_prefix(self, shard: int) -> str:
+        """What a Lua script prepends to an id to get its task key."""
+        return f"{self.tag(shard)}:t:"
+
+    def history(self, task_id: str) -> str:
+        """List of the task's lifecycle events, newest last, capped."""
+        return f"{self.tag(self.shard_of(task_id))}:hist:{task_id}"
+
+    def history_prefix(self, shard: int) -> str:
+        return f"{self.tag(shard)}:hist:"
+
+    def timer(self, shard: int) -> str:
+        """Sorted set: ids of parked tasks scored by due time (ms)."""
+        return f"{self.tag(shard)}:timer"
+
+    def inflight(self, shard: int) -> str:
+        """Sorted set: ids handed to Celery, scored by the time their lease runs out (ms)."""
+        return f"{self.tag(shard)}:inflight"
+
+    def done(self, shard: int) -> str:
+        """Sorted set: ids of finished tasks, scored by the time they are purged (ms)."""
+        return f"{self.tag(shard)}:done"
+
+    def held(self, shard: int) -> str:
+        """Sorted set: ids of tasks of paused topics, scored by their due time (ms), until resumed."""
+        return f"{self.tag(shard)}:held"
+
+    def dead(self, shard: int) -> str:
+        """Sorted set: ids of tasks that failed for good (dead letters), scored by their purge time (ms)."""
+        return f"{self.tag(shard)}:dead"
+
+    def stats(self, shard: int) -> str:
+        """Hash ``state|topic`` -> number of tasks of this shard in that state."""
+        return f"{self.tag(shard)}:stats"
+
+    def topic_tag(self, topic: str) -> str:
+        """Hash tag of one topic's control keys: a digest, so any topic name (even with braces) is safe."""
+        return f"{self.prefix}:{{tq:{hashlib.sha1(topic.encode()).hexdigest()[:16]}}}"
+
+    def for_topic(self, topic: str) -> TopicKeys:
+        tag = self.topic_tag(topic)
+        return TopicKeys(config=f"{tag}:cfg", running=f"{tag}:running", rate=f"{tag}:rate", breaker=f"{tag}:breaker")
+
+    def topics(self) -> str:
+        """Set of topics that have settings (pause, limits). Touched only when settings change."""
+        return f"{self.prefix}:topics"
+
+    def worker_heartbeat(self, name: str) -> str:
+        """String with an expiry that says a worker's promoter is alive (no hash tag needed)."""
+        return f"{self.prefix}:worker:{name}"
+
+    def series(self, shard: int, minute: int) -> str:
+        """Hash of one minute's delivery statistics in ``shard`` (outcome counts, lateness histogram)."""
+        return f"{self.tag(shard)}:series:{minute}"
+
+    def schedule_tag(self) -> str:
+        """Hash tag of the schedules: they are few, so one slot holds them all."""
+        return f"{self.prefix}:{{sched}}"
+
+    def schedule_defs(self) -> str:
+        """Hash ``schedule id`` -> its definition (JSON)."""
+        return f"{self.schedule_tag()}:defs"
+
+    def schedule_next(self) -> str:
+        """Sorted set: ids of active schedules, scored by their next tick (ms)."""
+        return f"{self.schedule_tag()}:next"
+
+    def for_task(self, task_id: str) -> TaskKeys:
+        shard = self.shard_of(task_id)
+        return TaskKeys(
+            task=self.task(task_id), timer=self.timer(shard), inflight=self.inflight(shard),
+            done=self.done(shard), stats=self.stats(shard), history=self.history(task_id),
+            held=self.held(shard), dead=self.dead(shard),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskKeys:
+    """The keys one task's scripts touch, all in the task's shard.
+
+    Every task script receives all of them, in this order (:meth:`as_list`),
+    so ``KEYS[n]`` means the same in each script (named once in ``common.lua``).
+    """
+
+    task: str
+    timer: str
+    inflight: str
+    done: str
+    stats: str
+    history: str
+    held: str
+    dead: str
+
+    def as_list(self) -> list[str]:
+        """The keys in the order every task script reads them: ``K_TASK`` .. ``K_DEAD`` of ``common.lua``."""
+        return [self.task, self.timer, self.inflight, self.stats, self.done, self.history, self.held, self.dead]
+
+
+@dataclasses.dataclass(frozen=True)
+class TopicKeys:
+    """The keys of one topic's controls, all under the topic's own hash tag.
+
+    ``config``: hash of settings (paused, rate, concurrency, failure callback);
+    ``running``: sorted set of attempts in flight, scored by lease expiry (ms);
+    ``rate``: the GCRA theoretical arrival time (ms); ``breaker``: per callback
+    host, consecutive failures and open-until time.
+    """
+
+    config: str
+    running: str
+    rate: str
+    breaker: str

@@ -1,0 +1,19 @@
+-- claim: the delivery task's first step. Check that this message is the task's
+-- current one (same generation) and that the task is still queued, then mark it
+-- delivering with an attempt lease, all at once: a deleted, finished or
+-- re-issued task makes the message stale and it is dropped without a callback.
+-- KEYS: the task's keys in TaskKeys order (task_keys.lua names them)
+-- ARGV: id, gen, now, lease, extra (a task with its own timeout 'to' gets to + extra instead of lease)
+-- Returns {'ok', field, value, ...} or {'stale', state} or {'missing'}.
+local f = redis.call('HMGET', K_TASK, 'st', 'gen', 'tp', 'to')
+if not f[1] then return {'missing'} end
+if f[1] ~= 'queued' or tostring(f[2]) ~= ARGV[2] then return {'stale', f[1]} end
+redis.call('HSET', K_TASK, 'st', 'delivering')
+redis.call('HDEL', K_TASK, 'rq')  -- the message came through: reclaim's backoff starts over
+redis.call('HINCRBY', K_TASK, 'at', 1)
+local lease = f[4] and (tonumber(f[4]) + tonumber(ARGV[5])) or tonumber(ARGV[4])
+redis.call('ZADD', K_INFLIGHT, tonumber(ARGV[3]) + lease, ARGV[1])
+move(K_STATS, f[3], 'queued', 'delivering')
+local all = redis.call('HGETALL', K_TASK)
+table.insert(all, 1, 'ok')
+return all

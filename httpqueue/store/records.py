@@ -1,0 +1,165 @@
+"""The task store's records: what goes in (a new task, a settlement) and what comes out.
+
+Small frozen dataclasses, read by attribute, never by position. They hold no
+Redis and no HTTP: the API shapes them into answers (``api/documents.py``),
+the worker into callbacks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import typing as t
+
+from httpqueue.states import Outcome, State
+
+#: Short hash field names (memory per task matters at millions of tasks) and their meaning.
+FIELDS = {
+    "tp": "topic", "cb": "callback", "ct": "content (JSON text)", "ex": "first execute time",
+    "due": "current due time", "mr": "max_retry", "hr": "has_retry", "cr": "creation time",
+    "st": "state", "gen": "generation of the current message", "at": "attempts started",
+    "le": "last error", "lc": "last response code", "th": "code-101 answers", "fin": "finish time",
+    "lost": "attempts lost by dead workers", "opt": "delivery options (JSON)",
+    "sl": "reserved rate-limit slot (ms)", "fnd": "failure notification sent",
+    "to": "the task's own callback timeout (ms)", "fp": "fingerprint of the create request (idempotency)",
+    "rq": "re-issues of a queued task whose message was not taken within its lease (reclaim's backoff)",
+}
+
+def new_id() -> str:
+    """An opaque id, unique across nodes without coordination: 128 random bits, URL-safe, 22 characters."""
+    return secrets.token_urlsafe(16)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class NewTask:
+    """A validated create request, before it has an id."""
+
+    topic: str
+    callback: str
+    content: t.Any
+    due_ms: int
+    max_retry: int
+    options: t.Mapping[str, t.Any] | None = None
+    task_id: str | None = None
+    fingerprint: str | None = None
+    """Digest of the create request; a second create with the same id and fingerprint is a replay."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dispatch:
+    """A task to hand to Celery: its id, message generation, due time, retries so far, topic."""
+
+    task_id: str
+    gen: int
+    due_ms: int
+    retries: int = 0
+    topic: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Created:
+    """What ``create`` did: the new id, and the message to publish now, if any."""
+
+    task_id: str
+    dispatch: Dispatch | None
+    replayed: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRecord:
+    """A task as stored, with the field names of the API."""
+
+    id: str
+    topic: str
+    callback: str
+    content: t.Any
+    state: State
+    execute_ms: int
+    due_ms: int
+    created_ms: int
+    max_retry: int
+    has_retry: int
+    attempts: int
+    gen: int
+    throttles: int = 0
+    last_error: str | None = None
+    last_code: int | None = None
+    finished_ms: int | None = None
+    options: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+    slot_ms: int | None = None
+
+    @classmethod
+    def from_hash(cls, task_id: str, h: t.Mapping[str, str]) -> TaskRecord:
+        def num(name: str, default: int = 0) -> int:
+            return int(float(h.get(name, default)))
+        return cls(
+            id=task_id, topic=h["tp"], callback=h["cb"], content=json.loads(h["ct"]), state=State(h["st"]),
+            execute_ms=num("ex", num("due")), due_ms=num("due"), created_ms=num("cr"), max_retry=num("mr"),
+            has_retry=num("hr"), attempts=num("at"), gen=num("gen"), throttles=num("th"),
+            last_error=h.get("le"), last_code=int(h["lc"]) if h.get("lc") else None,
+            finished_ms=num("fin") if "fin" in h else None, options=json.loads(h.get("opt") or "{}"),
+            slot_ms=num("sl") if h.get("sl") else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settlement:
+    """The outcome of one attempt, as ``settle.lua`` records it."""
+
+    task_id: str
+    gen: int
+    now_ms: int
+    outcome: Outcome
+    due_ms: int = 0
+    code: int | None = None
+    error: str | None = None
+    event: t.Mapping[str, t.Any] | None = None
+    slot_ms: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Changed:
+    """A task changed by hand: its state before, and its topic."""
+
+    task_id: str
+    previous: State
+    topic: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    tasks: list[TaskRecord]
+    cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    """Position of a listing: which source set, which shard, which offset."""
+
+    source: int
+    shard: int
+    offset: int
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        try:
+            source, shard, offset = (int(p) for p in text.split("."))
+        except ValueError:
+            raise ValueError(f"invalid cursor {text!r}") from None
+        if min(source, shard, offset) < 0:
+            raise ValueError(f"invalid cursor {text!r}")
+        return cls(source, shard, offset)
+
+    def format(self) -> str:
+        return f"{self.source}.{self.shard}.{self.offset}"
+
+    def next(self, offset: int, shards: int) -> Cursor:
+        """Where to continue after a page that ended at ``offset`` (-1: this set is exhausted)."""
+        if offset >= 0:
+            return Cursor(self.source, self.shard, offset)
+        if self.shard + 1 < shards:
+            return Cursor(self.source, self.shard + 1, 0)
+        return Cursor(self.source + 1, 0, 0)
+
+

@@ -1,0 +1,329 @@
+"""The task store: task metadata, the timer and the in-flight leases, in Redis.
+
+Redis is the source of truth; Celery messages only say "deliver task X,
+generation G, at time T". Every change of a task's state is one Lua script
+(``lua/*.lua``, each saying what it makes atomic), so API nodes, promoters and
+delivery tasks running at once cannot lose or double a task:
+
+* ``create`` parks a task in the timer, or marks it queued when it is due
+  within ``direct_ms`` (the caller then publishes its ETA message);
+* ``promote`` moves due-soon tasks from the timer to queued, bumping their
+  generation; ``reclaim`` re-issues queued or delivering tasks whose lease ran out;
+* ``claim`` lets exactly one message of the current generation start an attempt;
+* ``settle`` records its outcome; ``delete`` cancels; ``purge`` forgets old tasks.
+
+Times are integer milliseconds since the Unix epoch, passed in by the caller, so
+tests can drive the clock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing as t
+
+import redis
+
+from httpqueue.exceptions import TaskConflict, TaskNotFound
+from httpqueue.states import IN_FLIGHT_STATES, WAITING_STATES, Outcome, State
+from httpqueue.store import scripts
+from httpqueue.store.keys import Keys
+from httpqueue.store.records import (
+    Changed, Created, Cursor, Dispatch, NewTask, Page, Settlement, TaskRecord, new_id,
+)
+from httpqueue.store.scripts import ScriptCalls, translate_errors
+
+HISTORY_MAX = 50
+"""Most lifecycle events kept per task (the oldest are dropped)."""
+
+MAX_LOST = 3
+"""How many times a task may be lost by dying workers before it fails for good."""
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
+                redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)
+
+
+#: Where each state's tasks are found, in listing order.
+LIST_SOURCES = (
+    ("inflight", IN_FLIGHT_STATES),
+    ("timer", WAITING_STATES),
+    ("held", WAITING_STATES),
+    ("dead", frozenset({State.FAILED})),
+    ("done", frozenset({State.SUCCEEDED, State.DELETED})),
+)
+
+
+
+class TaskStore:
+    """Task metadata and timers in one Redis (or one Redis Cluster, by hash tags)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, horizon_ms: int, lease_ms: int,
+                 retention_ms: int, batch: int = 2000, dead_retention_ms: int | None = None,
+                 direct_ms: int | None = None, min_replicas: int = 0, replica_timeout_ms: int = 1000) -> None:
+        self.redis = client
+        self.keys = keys
+        self.horizon_ms = horizon_ms
+        # created tasks due sooner than this are published at once; later ones wait for a promoter
+        # pass, which batches the tasks of all shards due together into shared messages
+        self.direct_ms = horizon_ms if direct_ms is None else min(direct_ms, horizon_ms)
+        # creates wait until this many replicas have them (Redis WAIT), closing async replication's loss window
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
+        self.lease_ms = lease_ms
+        self.retention_ms = retention_ms
+        self.dead_retention_ms = retention_ms if dead_retention_ms is None else dead_retention_ms
+        self.batch = batch
+        self._scripts = scripts.register(client, "create", "promote", "reclaim", "claim", "settle", "delete",
+                                         "purge", "requeue", "listing")
+
+    # -- the API side
+
+    @translate_errors
+    def create(self, task: NewTask, now_ms: int, task_id: str | None = None) -> Created:
+        """Store a task. If its id is taken: a replay (same fingerprint) or :class:`TaskConflict`."""
+        if task_id is not None:
+            task = dataclasses.replace(task, task_id=task_id)
+        [result] = self.create_many([task], now_ms, raise_conflicts=True)
+        assert isinstance(result, Created)
+        return result
+
+    @translate_errors
+    def create_many(self, tasks: t.Sequence[NewTask], now_ms: int,
+                    raise_conflicts: bool = False) -> list[Created | TaskConflict]:
+        """Store many tasks in one round trip (one script call each, pipelined).
+
+        Each result is :class:`Created` (new, or ``replayed`` when the same id
+        came with the same fingerprint) or the :class:`TaskConflict` of an id
+        taken by a different request (raised instead with ``raise_conflicts``).
+        """
+        ids = [task.task_id or new_id() for task in tasks]
+        calls = ScriptCalls(self.redis, self.min_replicas, self.replica_timeout_ms)
+        for task_id, task in zip(ids, tasks):
+            k = self.keys.for_task(task_id)
+            calls.add(self._scripts["create"], k.as_list(),
+                      [task_id, now_ms, task.due_ms, self.direct_ms, self.lease_ms, task.topic,
+                       *self._fields(task, now_ms)])
+        results: list[Created | TaskConflict] = []
+        for task_id, task, (code, detail) in zip(ids, tasks, calls.execute() if calls.calls else []):
+            if code == -1:
+                if task.fingerprint and detail == task.fingerprint:
+                    results.append(Created(task_id, None, replayed=True))
+                    continue
+                conflict = TaskConflict(
+                    f"a task with id {task_id} exists and was created by a different request; "
+                    "an id (or Idempotency-Key) may be reused only with the same fields", state="exists")
+                if raise_conflicts:
+                    raise conflict
+                results.append(conflict)
+            else:
+                results.append(Created(task_id, Dispatch(task_id, int(detail), task.due_ms, 0, task.topic)
+                                       if code == 1 else None))
+        return results
+
+    @staticmethod
+    def _fields(task: NewTask, now_ms: int) -> list[t.Any]:
+        # 'ex' (first due time) is written only when 'due' first moves, and 'mr' only when not 0:
+        # at a million parked tasks every field counts
+        fields: list[t.Any] = ["tp", task.topic, "cb", task.callback,
+                               "ct", json.dumps(task.content, separators=(",", ":")),
+                               "due", task.due_ms, "cr", now_ms]
+        if task.max_retry:
+            fields += ["mr", task.max_retry]
+        if task.options:
+            fields += ["opt", json.dumps(task.options, separators=(",", ":"))]
+            if task.options.get("timeout"):
+                fields += ["to", int(task.options["timeout"] * 1000)]
+        if task.fingerprint:
+            fields += ["fp", task.fingerprint]
+        return fields
+
+    @translate_errors
+    def get(self, task_id: str) -> TaskRecord:
+        h = t.cast(dict[str, str], self.redis.hgetall(self.keys.task(task_id)))
+        if not h:
+            raise TaskNotFound(f"no task with id {task_id}")
+        return TaskRecord.from_hash(task_id, h)
+
+    @translate_errors
+    def history(self, task_id: str) -> list[dict[str, t.Any]]:
+        """The task's recorded lifecycle events, oldest first (``created`` is derived)."""
+        record = self.get(task_id)
+        events = [json.loads(e) for e in self.redis.lrange(self.keys.history(task_id), 0, -1)]
+        return [{"event": "created", "t": record.created_ms, "due": record.execute_ms}, *events]
+
+    @translate_errors
+    def delete(self, task_id: str, now_ms: int, *, dismiss_failed: bool = False) -> Changed:
+        """Cancel a pending task (or, with ``dismiss_failed``, remove a dead letter). Deleting twice is not an error."""
+        k = self.keys.for_task(task_id)
+        event = json.dumps({"event": "deleted", "t": now_ms})
+        reply = self._scripts["delete"](
+            keys=k.as_list(),
+            args=[task_id, now_ms, self.retention_ms, event, HISTORY_MAX, 1 if dismiss_failed else 0])
+        if reply[0] == "missing":
+            raise TaskNotFound(f"no task with id {task_id}")
+        state = State(reply[1])
+        if reply[0] == "refused" and state is not State.DELETED:
+            raise TaskConflict(_refusal(state), state=state.value)
+        return Changed(task_id, state, reply[2])
+
+    @translate_errors
+    def requeue(self, task_id: str, now_ms: int) -> Changed:
+        """Attempt a failed, scheduled or retrying task now (the dashboard's "retry now")."""
+        k = self.keys.for_task(task_id)
+        event = json.dumps({"event": "requeued", "t": now_ms})
+        reply = self._scripts["requeue"](keys=k.as_list(),
+                                         args=[task_id, now_ms, event, HISTORY_MAX])
+        if reply[0] == "missing":
+            raise TaskNotFound(f"no task with id {task_id}")
+        if reply[0] == "refused":
+            raise TaskConflict(f"a {reply[1]} task cannot be retried now", state=reply[1])
+        return Changed(task_id, State(reply[1]), "")
+
+    @translate_errors
+    def list_tasks(self, state: State | None = None, topic: str | None = None, cursor: str | None = None,
+                   limit: int = 50, budget: int = 20_000) -> Page:
+        """A page of tasks filtered by state and topic, and the cursor of the next page.
+
+        Pages walk the sorted sets that already exist (timer, in-flight, done:
+        newest first), so listing adds no per-task index; a page inspects at
+        most ``budget`` entries, and may hold fewer than ``limit`` tasks.
+        """
+        sets = [name for name, states in LIST_SOURCES if state is None or state in states]
+        where = Cursor.parse(cursor) if cursor else Cursor(0, 0, 0)
+        ids: list[str] = []
+        while where.source < len(sets) and len(ids) < limit and budget > 0:
+            name = sets[where.source]
+            scan = min(500, budget)
+            reply = self._scripts["listing"](
+                keys=[getattr(self.keys, name)(where.shard)],
+                args=[where.offset, scan, self.keys.task_prefix(where.shard), state.value if state else "",
+                      topic or "", 1 if name in ("done", "dead") else 0, limit - len(ids)])
+            budget -= scan
+            ids += reply[1:]
+            where = where.next(int(reply[0]), self.keys.shards)
+        return Page(self.get_many(ids), None if where.source >= len(sets) else where.format())
+
+    @translate_errors
+    def get_many(self, task_ids: t.Sequence[str]) -> list[TaskRecord]:
+        """Records of several tasks in one round trip; vanished ones are left out."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(self.keys.task(task_id))
+        return [TaskRecord.from_hash(i, h) for i, h in zip(task_ids, pipe.execute()) if h]
+
+    @translate_errors
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Number of tasks per (state, topic), summed over the shards."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.hgetall(self.keys.stats(shard))
+        totals: dict[tuple[str, str], int] = {}
+        for h in pipe.execute():
+            for field, value in h.items():
+                state, _, topic = field.partition("|")
+                totals[(state, topic)] = totals.get((state, topic), 0) + int(value)
+        return {k: v for k, v in totals.items() if v}
+
+    @translate_errors
+    def mark_notified(self, task_id: str, now_ms: int, check_only: bool = False) -> bool:
+        """Whether the failure notice of ``task_id`` is still to send; without ``check_only``, mark it sent."""
+        key = self.keys.task(task_id)
+        if check_only:
+            return not self.redis.hexists(key, "fnd")
+        return bool(self.redis.hsetnx(key, "fnd", now_ms))
+
+    @translate_errors
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    # -- the worker side
+
+    @translate_errors
+    def promote(self, shard: int, now_ms: int) -> list[Dispatch]:
+        """Hand out the tasks of ``shard`` due within the horizon."""
+        reply = self._scripts["promote"](
+            keys=[self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard)],
+            args=[now_ms, self.horizon_ms, self.lease_ms, self.batch, self.keys.task_prefix(shard),
+                  self.keys.history_prefix(shard), HISTORY_MAX])
+        return _dispatches(reply)
+
+    @translate_errors
+    def reclaim(self, shard: int, now_ms: int) -> list[Dispatch]:
+        """Re-issue the tasks of ``shard`` whose lease ran out."""
+        reply = self._scripts["reclaim"](
+            keys=[self.keys.inflight(shard), self.keys.stats(shard), self.keys.dead(shard)],
+            args=[now_ms, self.lease_ms, self.batch, self.keys.task_prefix(shard),
+                  self.keys.history_prefix(shard), HISTORY_MAX, MAX_LOST, self.dead_retention_ms])
+        return _dispatches(reply)
+
+    @translate_errors
+    def purge(self, shard: int, now_ms: int) -> int:
+        """Forget the finished tasks and dead letters of ``shard`` whose retention has passed."""
+        return sum(int(self._scripts["purge"](
+            keys=[zset, self.keys.stats(shard)],
+            args=[now_ms, self.batch, self.keys.task_prefix(shard), self.keys.history_prefix(shard)]))
+            for zset in (self.keys.done(shard), self.keys.dead(shard)))
+
+    @translate_errors
+    def next_due_ms(self, shard: int) -> int | None:
+        """Due time of the earliest parked task of ``shard`` (for promoter lag)."""
+        first = self.redis.zrange(self.keys.timer(shard), 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    @translate_errors
+    def claim(self, task_id: str, gen: int, now_ms: int, lease_ms: int) -> TaskRecord | None:
+        """Start an attempt if this message is current; ``None`` means drop the message."""
+        claimed = self.claim_many([(task_id, gen)], now_ms, lease_ms)
+        return claimed[0] if claimed else None
+
+    @translate_errors
+    def claim_many(self, items: t.Sequence[tuple[str, int]], now_ms: int, lease_ms: int,
+                   extra_ms: int | None = None) -> list[TaskRecord]:
+        """Start attempts for the current ones of ``items`` (one round trip); stale ones are left out.
+
+        The attempt's lease is ``lease_ms``, or the task's own timeout plus ``extra_ms``.
+        """
+        extra = self.lease_ms if extra_ms is None else extra_ms
+        calls = ScriptCalls(self.redis)
+        for task_id, gen in items:
+            k = self.keys.for_task(task_id)
+            calls.add(self._scripts["claim"], k.as_list(), [task_id, gen, now_ms, lease_ms, extra])
+        claimed = []
+        for (task_id, _), reply in zip(items, calls.execute() if calls.calls else []):
+            if reply[0] == "ok":
+                fields = reply[1:]
+                claimed.append(TaskRecord.from_hash(task_id, dict(zip(fields[::2], fields[1::2]))))
+        return claimed
+
+    @translate_errors
+    def settle(self, task_id: str, gen: int, now_ms: int, outcome: Outcome, *, due_ms: int = 0,
+               code: int | None = None, error: str | None = None,
+               event: t.Mapping[str, t.Any] | None = None) -> bool:
+        """Record one attempt's outcome (see ``settle.lua``); False if it lost the task."""
+        return self.settle_many([Settlement(task_id, gen, now_ms, outcome, due_ms, code, error, event)])[0]
+
+    @translate_errors
+    def settle_many(self, settlements: t.Sequence[Settlement],
+                    also: t.Callable[[ScriptCalls], None] | None = None) -> list[bool]:
+        """Record several outcomes in one round trip; ``also(calls)`` may add script calls (topic controls)."""
+        calls = ScriptCalls(self.redis)
+        for st in settlements:
+            k = self.keys.for_task(st.task_id)
+            calls.add(self._scripts["settle"], k.as_list(),
+                      [st.task_id, st.gen, st.now_ms, st.outcome, st.due_ms, self.retention_ms,
+                       "" if st.code is None else st.code, st.error or "",
+                       json.dumps(st.event, separators=(",", ":")) if st.event else "", HISTORY_MAX,
+                       self.dead_retention_ms, "" if st.slot_ms is None else st.slot_ms])
+        if also is not None:
+            also(calls)
+        return [bool(r) for r in calls.execute()[:len(settlements)]] if calls.calls else []
+
+
+def _dispatches(reply: list[t.Any]) -> list[Dispatch]:
+    return [Dispatch(reply[i], int(reply[i + 1]), int(float(reply[i + 2])), int(reply[i + 3]), reply[i + 4])
+            for i in range(0, len(reply), 5)]
+
+
+def _refusal(state: State) -> str:
+    if state is State.DELIVERING:
+        return "the task is being delivered right now; it can no longer be deleted"
+    return f"the task has already {state.value}; there is nothing left to delete"

@@ -1,0 +1,215 @@
+"""One callback attempt and what follows from it: the outcome, the next due time, and recording it.
+
+The Celery task (:mod:`httpqueue.worker.tasks`) claims and admits a message's
+tasks; :func:`attempt` then sends each callback (on the launcher's I/O threads)
+and decides the :class:`~httpqueue.states.Outcome`; :func:`record` stores a
+message's outcomes, its topic's bookkeeping and its statistics in one round
+trip and emits one event per attempt.
+
+A failed attempt is retried after Celery's own exponential backoff formula
+(``celery.utils.time.get_exponential_backoff_interval`` with ``retry_base``,
+``retry_backoff_max`` and ``retry_jitter``), or the task's own
+``retry_policy``. The retry is *parked* in the store's timer rather than
+published as a long ETA message, so a backoff of days costs no worker memory
+and is never redelivered by kombu's ``visibility_timeout``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import typing as t
+
+from celery.utils.time import get_exponential_backoff_interval
+
+from httpqueue import events
+from httpqueue.clock import now_ms
+from httpqueue.config import Settings
+from httpqueue.context import Context
+from httpqueue.delivery import http
+from httpqueue.exceptions import CallbackFailed, CallbackThrottled, UnsafeCallbackError
+from httpqueue.states import ATTEMPTED, QUIET_OUTCOMES, AdmitAction, Outcome
+from httpqueue.store.records import Settlement, TaskRecord
+from httpqueue.store.scripts import ScriptCalls
+from httpqueue.store.topics import Verdict, host_of
+
+DEFER_REASONS = {AdmitAction.SLOT: "rate limit", AdmitAction.OPEN: "circuit open",
+                 AdmitAction.WAIT: "concurrency limit"}
+"""Why a task was deferred, as its history and ``last_error`` say it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The outcome of one claimed task in one message."""
+
+    task: TaskRecord
+    outcome: Outcome
+    started_ms: int
+    finished_ms: int
+    due_ms: int = 0
+    code: int | None = None
+    error: str | None = None
+    duration: float = 0.0
+    slot_ms: int | None = None
+
+    @property
+    def attempted(self) -> bool:
+        return self.outcome in ATTEMPTED
+
+
+def backoff_ms(settings: Settings, retries: int) -> int:
+    """Wait before retry number ``retries + 1``: ``retry_base`` x 2^retries seconds (Celery's formula)."""
+    return 1000 * get_exponential_backoff_interval(
+        factor=settings.retry_base, retries=retries, maximum=settings.retry_backoff_max,
+        full_jitter=settings.retry_jitter)
+
+
+def policy_backoff_ms(policy: t.Mapping[str, t.Any], retries: int, base: float = 1.0,
+                      maximum: float = 30 * 86_400, jitter: bool = False) -> int:
+    """Wait before retry ``retries + 1`` under a task's policy: base x factor^n, capped, maybe jittered (pure).
+
+    Celery's formula generalised with a factor; what the policy leaves out
+    comes from the settings (passed in as ``base``, ``maximum``, ``jitter``).
+    """
+    wait = min(float(policy.get("base", base)) * float(policy.get("factor", 2)) ** retries,
+               float(policy.get("max_interval", maximum)))
+    if policy.get("jitter", jitter):
+        wait = random.uniform(0, wait)
+    return int(wait * 1000)
+
+
+def throttle_wait_ms(exc: CallbackThrottled, task: TaskRecord, s: Settings) -> int:
+    """Wait after code 101: the receiver's Retry-After, else base x 2^n; never above the cap."""
+    wanted = exc.retry_after if exc.retry_after is not None else s.retry_base * 2 ** task.throttles
+    return int(min(wanted, s.throttle_delay_max) * 1000)
+
+
+def turned_away(task: TaskRecord, verdict: Verdict) -> Result:
+    """A task its topic did not admit: held while paused, or deferred to ``until_ms``."""
+    now = now_ms()
+    if verdict.action is AdmitAction.HELD:
+        return Result(task, Outcome.HELD, now, now, error="topic paused")
+    return Result(task, Outcome.DEFERRED, now, now, verdict.until_ms, error=DEFER_REASONS[verdict.action],
+                  slot_ms=verdict.until_ms if verdict.action is AdmitAction.SLOT else None)
+
+
+def attempt(ctx: Context, task: TaskRecord) -> Result:
+    """POST one callback and decide what happens next; never raises for a receiver's fault."""
+    s = ctx.settings
+    started = now_ms()
+    try:
+        sent = http.send(ctx.http, task, task.attempts, timeout=s.callback_timeout,
+                         follow_redirects=s.follow_redirects, signer=ctx.signer)
+    except UnsafeCallbackError as exc:
+        return Result(task, Outcome.FAILED, started, now_ms(), error=f"refused: {exc}")
+    except CallbackThrottled as exc:
+        if task.throttles < s.throttle_limit:
+            finished = now_ms()
+            return Result(task, Outcome.THROTTLED, started, finished, finished + throttle_wait_ms(exc, task, s),
+                          exc.code, str(exc), exc.duration)
+        return failed_or_retry(s, task, started, CallbackFailed(
+            f"receiver answered code 101 {task.throttles + 1} times (limit {s.throttle_limit})",
+            code=101, duration=exc.duration))
+    except CallbackFailed as exc:
+        return failed_or_retry(s, task, started, exc)
+    return Result(task, Outcome.SUCCEEDED, started, now_ms(), code=sent.code, duration=sent.duration)
+
+
+def failed_or_retry(s: Settings, task: TaskRecord, started: int, exc: CallbackFailed) -> Result:
+    """A failed attempt: park the next one after the backoff, or fail for good when retries are spent.
+
+    A task's own ``retry_policy`` replaces the settings' backoff, and its
+    ``max_duration`` fails the task once the next attempt would start later
+    than that after the first due time.
+    """
+    finished = now_ms()
+    policy = (task.options or {}).get("retry_policy")
+    if task.has_retry < task.max_retry:
+        wait = (policy_backoff_ms(policy, task.has_retry, s.retry_base, s.retry_backoff_max, s.retry_jitter)
+                if policy else backoff_ms(s, task.has_retry))
+        limit = (policy or {}).get("max_duration")
+        if limit is None or finished + wait - task.execute_ms <= limit * 1000:
+            return Result(task, Outcome.RETRYING, started, finished, finished + wait, exc.code, str(exc),
+                          exc.duration)
+        exc = CallbackFailed(f"{exc} (retry_policy.max_duration of {limit:g}s reached)", exc.code, exc.duration)
+    return Result(task, Outcome.FAILED, started, finished, 0, exc.code, str(exc), exc.duration)
+
+
+NotifyFailure = t.Callable[[str, str], None]
+"""Asks for the failure notification of a task (id, URL): the Celery task's ``send``."""
+
+
+def record(ctx: Context, topic: str, results: t.Sequence[Result], notify: NotifyFailure,
+           failure_callback: str | None = None) -> None:
+    """Store every outcome with its history event, and the topic's bookkeeping, in one round trip.
+
+    Then emit one event per attempt (and one per message for tasks turned
+    away), and ask for the failure notification of tasks that failed for good.
+    """
+    if not results:
+        return
+    now = now_ms()
+    settlements = [Settlement(r.task.id, r.task.gen, r.finished_ms, r.outcome, r.due_ms, r.code, r.error,
+                              history_event(r), r.slot_ms) for r in results]
+    outcomes = [(r.task.id, host_of(r.task.callback), breaker_result(r)) for r in results if r.attempted]
+    batch: list[ScriptCalls] = []
+
+    def also(calls: ScriptCalls) -> None:
+        batch.append(calls)
+        if outcomes:
+            ctx.topics.finish(topic, outcomes, now, calls=calls)
+        attempted = [(r.outcome, float(r.started_ms - r.task.due_ms)) for r in results if r.attempted]
+        ctx.series.add(calls, ctx.keys.shard_of(results[0].task.id), attempted, now)
+
+    recorded = ctx.store.settle_many(settlements, also=also)
+    opened = batch[0].results[len(settlements):len(settlements) + 1] if batch and outcomes else []
+    for host, until in zip(opened[0][::2], opened[0][1::2]) if opened else ():
+        events.emit("circuit_open", logging.WARNING, topic=topic, host=host, until_ms=int(until))
+    for result, ok in zip(results, recorded):
+        if not result.attempted:
+            continue
+        quiet = result.outcome in QUIET_OUTCOMES
+        events.emit("attempt", logging.INFO if quiet else logging.WARNING,
+                    task_id=result.task.id, topic=result.task.topic, attempt=result.task.attempts,
+                    outcome=result.outcome.value, answer=f'{{"code":{result.code}}}' if quiet else None,
+                    error=result.error, code=result.code, duration_ms=round(result.duration * 1000, 3),
+                    late_ms=result.started_ms - result.task.due_ms, next_attempt_ms=result.due_ms or None,
+                    recorded=ok)
+        if ok and result.outcome is Outcome.FAILED:
+            url = (result.task.options or {}).get("failure_callback") or failure_callback
+            if url:
+                notify(result.task.id, url)
+    away = [r for r in results if not r.attempted]
+    if away:
+        events.emit("deferred", logging.DEBUG, topic=topic, count=len(away),
+                    held=sum(r.outcome is Outcome.HELD for r in away))
+
+
+def breaker_result(r: Result) -> str:
+    """How an attempt counts for its host's circuit: a success closes it, a code 101 is neutral."""
+    if r.outcome is Outcome.SUCCEEDED:
+        return "ok"
+    return "skip" if r.outcome is Outcome.THROTTLED else "fail"
+
+
+def history_event(r: Result) -> dict[str, t.Any] | None:
+    """The task's history entry for this result (waits for a concurrency place are not worth one each)."""
+    if not r.attempted:
+        if r.error == DEFER_REASONS[AdmitAction.WAIT]:
+            return None
+        return {"event": r.outcome.value, "t": r.started_ms, "reason": r.error,
+                **({"until": r.due_ms} if r.due_ms else {})}
+    event: dict[str, t.Any] = {"event": "attempt", "t": r.started_ms, "n": r.task.attempts,
+                               "outcome": r.outcome.value, "code": r.code, "ms": round(r.duration * 1000, 3),
+                               "error": r.error, "late_ms": r.started_ms - r.task.due_ms}
+    if r.due_ms:
+        event["next"] = r.due_ms
+    return event
+
+
+def summary(results: t.Sequence[Result]) -> dict[str, int]:
+    """How many of each outcome (for the message's result in Flower and its log line)."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
+    return counts

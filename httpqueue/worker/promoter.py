@@ -1,0 +1,112 @@
+"""The promoter: hands parked tasks to Celery just before they are due.
+
+Every worker runs one (a bootstep, in the worker's main process). A pass walks
+the shards: ``promote`` takes the tasks due within the horizon, ``reclaim``
+re-issues those whose lease ran out, and both are published as delivery
+messages. The scripts are atomic, so any number of promoters may run at once
+without a leader and without handing out a task twice; a promoter killed
+between taking tasks and publishing them loses nothing, because the taken
+tasks' leases run out and another promoter re-issues them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+import typing as t
+
+from httpqueue import context, events
+from httpqueue.publish import Publish, Publisher
+from httpqueue.store.tasks import TaskStore
+from httpqueue.worker.background import ThreadStep, repeat
+
+PURGE_EVERY = 20
+"""Passes between two purges of tasks past their retention."""
+
+
+@dataclasses.dataclass
+class PassReport:
+    """What one pass did, for metrics and tests."""
+
+    promoted: int = 0
+    reclaimed: int = 0
+    purged: int = 0
+    full: bool = False
+
+
+class Promoter:
+    """Moves due-soon tasks from the store's timer into the broker."""
+
+    def __init__(self, store: TaskStore, publish: Publish, *, interval: float = 0.25,
+                 clock: t.Callable[[], float] = time.time, name: str = "promoter",
+                 heartbeat: t.Callable[[str, float], None] | None = None) -> None:
+        self.store = store
+        self.publish = publish
+        self.interval = interval
+        self.clock = clock
+        self.name = name
+        self.heartbeat = heartbeat
+        self.passes = 0
+        self.last_report = PassReport()
+
+    def run_pass(self) -> PassReport:
+        """One walk over every shard, starting at a random one to spread contention.
+
+        Everything taken in the walk is published together, so tasks of all
+        shards that are due together share delivery messages.
+        """
+        report = PassReport()
+        shards = self.store.keys.shards
+        start = random.randrange(shards)
+        now = int(self.clock() * 1000)
+        taken = []
+        for shard in [(start + i) % shards for i in range(shards)]:
+            promoted = self.store.promote(shard, now)
+            reclaimed = self.store.reclaim(shard, now)
+            taken += promoted
+            taken += reclaimed
+            report.promoted += len(promoted)
+            report.reclaimed += len(reclaimed)
+            report.full = report.full or max(len(promoted), len(reclaimed)) >= self.store.batch
+        if taken:  # one publish per pass, so tasks of all shards due together share messages
+            self.publish(taken, now)
+        if self.passes % PURGE_EVERY == 0:
+            now = int(self.clock() * 1000)
+            report.purged = sum(self.store.purge(shard, now) for shard in range(shards))
+        self.passes += 1
+        if report.promoted:
+            events.emit("promoted", logging.DEBUG, count=report.promoted, promoter=self.name)
+        if report.reclaimed:
+            events.emit("reclaimed", logging.WARNING, count=report.reclaimed, promoter=self.name)
+        if self.heartbeat is not None:
+            self.heartbeat(self.name, self.interval)
+        self.last_report = report
+        return report
+
+    def run(self, stop: threading.Event) -> None:
+        """Pass after pass until ``stop`` is set; errors are logged and retried, never fatal."""
+        repeat(lambda: self.run_pass().full, stop, self.interval, "promoter", promoter=self.name)
+
+
+class PromoterStep(ThreadStep):
+    """Celery worker bootstep that runs a :class:`Promoter` thread for the worker's lifetime."""
+
+    label = "httpqueue-promoter"
+
+    def loop(self, worker: t.Any) -> t.Callable[[threading.Event], None]:
+        ctx = context.current()
+        store = ctx.store
+        key_of = ctx.keys.worker_heartbeat
+
+        def heartbeat(name: str, interval: float) -> None:
+            store.redis.set(key_of(name), int(time.time() * 1000), px=int(max(5.0, interval * 20) * 1000))
+
+        promoter = Promoter(store, Publisher(worker.app), interval=ctx.settings.promoter_interval,
+                            name=worker.hostname, heartbeat=heartbeat)
+        if ctx.settings.worker_metrics_port:
+            from httpqueue import metrics
+
+            metrics.serve(ctx.settings.worker_metrics_port, ctx)
+        return promoter.run
