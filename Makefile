@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-faults bench clean
+.PHONY: setup run test typecheck test-faults bench clean
 
 $(BIN)/httpqueue: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ setup: $(BIN)/httpqueue
 run: setup
 	HTTPQUEUE_CALLBACK_ALLOW="$${HTTPQUEUE_CALLBACK_ALLOW-127.0.0.0/8,::1}" $(BIN)/httpqueue run
 
-test: setup
+# mypy first (seconds), then the suite: the README's test command checks both.
+test: setup typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+typecheck: setup
+	$(BIN)/mypy httpqueue
 
 test-faults: setup
 	$(BIN)/python -m pytest -q -m faults $(PYTEST_ARGS)

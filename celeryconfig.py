@@ -1,4 +1,4 @@
-"""Celery settings that override httpqueue's own (``httpqueue/celeryapp.py``).
+"""Celery settings that override httpqueue's own (``httpqueue/celery.py``).
 
 httpqueue configures Celery from its ``HTTPQUEUE_*`` settings. This module, if
 it is importable (it is when you run from the project's directory), is applied

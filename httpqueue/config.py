@@ -198,7 +198,7 @@ class Settings:
     worker_metrics_port: int = _setting(0,
         "Port on which `httpqueue worker` serves its Prometheus metrics (0: off; with `httpqueue run` the API's /metrics has them).")
     log_format: str = _setting("text",
-        "Log lines as `text` (the seed's format) or `json` (one object per line).")
+        "Log lines as `text` (the original Go httpqueue's format) or `json` (one object per line).")
     visibility_timeout: int = _setting(3600,
         "kombu's visibility_timeout for the Redis broker, in seconds; must exceed horizon + lease.")
 

@@ -1,4 +1,4 @@
-"""Log records: one per create and one per attempt, as text (the seed's style) or JSON lines.
+"""Log records: one per create and one per attempt, as text (the original Go httpqueue's style) or JSON lines.
 
 Code logs events with :func:`event`, passing the facts as fields; the formatter
 chosen by the ``log_format`` setting renders them. JSON lines carry timestamp,
@@ -44,7 +44,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The seed's human-readable lines: ``result : topic:id => answer ,cost time 59.88ms``."""
+    """The original Go httpqueue's human-readable lines: ``result : topic:id => answer ,cost time 59.88ms``."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")

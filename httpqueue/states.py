@@ -28,25 +28,14 @@ class State(enum.StrEnum):
     DELETED = "deleted"
 
 
-#: States from which nothing happens any more; such tasks expire after the retention time.
-FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.DELETED})
-
 #: States in which the task will still fire unless deleted.
 PENDING_STATES = frozenset({State.SCHEDULED, State.QUEUED, State.RETRYING})
-
-#: States a delete may cancel.
-DELETABLE_STATES = PENDING_STATES
 
 #: States whose tasks wait in the Redis timer (scheduled or retrying) or in a paused topic's held set.
 WAITING_STATES = frozenset({State.SCHEDULED, State.RETRYING})
 
 #: States whose tasks a worker holds (a message in the broker, or an attempt in progress), with a lease.
 IN_FLIGHT_STATES = frozenset({State.QUEUED, State.DELIVERING})
-
-#: States a requeue ("retry now", dead-letter replay) may move to the front of the timer.
-REQUEUEABLE_STATES = frozenset({State.FAILED, State.SCHEDULED, State.RETRYING})
-
-ALL_STATES = tuple(State)
 
 
 class Outcome(enum.StrEnum):

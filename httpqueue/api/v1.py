@@ -69,7 +69,7 @@ blp = ApiBlueprint("v1", __name__, url_prefix="/v1", description="Tasks as resou
 @blp.alt_response(409, schema=ApiErrorSchema, description="The id (or Idempotency-Key) was used by a "
                                                           "different request.")
 def create(body: dict[str, t.Any]) -> t.Any:
-    """Create a task (the seed's fields plus execute_at, id and delivery options); answers the stored task."""
+    """Create a task (the original fields plus execute_at, id and delivery options); answers the stored task."""
     created = service().create(body, idempotency_key())
     task = task_document(ctx().store.get(created.task_id))
     if created.replayed:

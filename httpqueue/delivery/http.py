@@ -1,4 +1,4 @@
-"""Sending one callback and judging the receiver's answer (the seed's backend protocol).
+"""Sending one callback and judging the receiver's answer (the original Go httpqueue's backend protocol).
 
 The callback is ``POST <url>`` with JSON ``{"id","topic","content"}``. The answer
 ``{"code": 100}`` is success; ``{"code": 101}`` asks us to slow down (honouring a
@@ -58,7 +58,7 @@ class Signer(t.Protocol):
 
 
 def callback_body(task: TaskRecord) -> bytes:
-    """The seed's callback payload; ``content`` passes through unchanged."""
+    """The original Go httpqueue's callback payload; ``content`` passes through unchanged."""
     return json.dumps({"id": task.id, "topic": task.topic, "content": task.content},
                       separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -168,7 +168,7 @@ def notify(http: urllib3.PoolManager, url: str, task: TaskRecord, document: t.Ma
 def judge(status: int, raw: bytes, retry_after: str | None, duration: float, rule: str = "code100") -> Delivered:
     """Decide success, throttling or failure from the receiver's answer (pure; unit-tested).
 
-    ``code100`` is the seed's rule: the body must be JSON ``{"code": 100}``
+    ``code100`` is the original Go httpqueue's rule: the body must be JSON ``{"code": 100}``
     (``101`` throttles). ``2xx``: any 2xx status succeeds, and 429 or 503
     throttle (with their ``Retry-After``); the body does not matter.
     """

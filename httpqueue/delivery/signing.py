@@ -22,7 +22,7 @@ from httpqueue.config import ConfigError, parse_secret
 
 
 def new_secret() -> str:
-    """A fresh secret in the specification's format (``httpqueue secret``)."""
+    """A fresh secret in the specification's format (``python -c "from httpqueue.delivery.signing import new_secret; print(new_secret())"``)."""
     import secrets
 
     return PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
