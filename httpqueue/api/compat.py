@@ -16,9 +16,13 @@ from httpqueue.states import State
 
 blp = ApiBlueprint("tasks", __name__, description="The original Go httpqueue's task API")
 
+CREATE = CreateTaskSchema()
+TASK_ID = TaskIdSchema()
+"""Schema instances, built once: webargs would build (and deep-copy the fields of) a class on every request."""
+
 
 @blp.route("/create", methods=["POST"])
-@blp.arguments(CreateTaskSchema, location="json", error_status_code=400)
+@blp.arguments(CREATE, location="json", error_status_code=400)
 @blp.doc(parameters=[IDEMPOTENCY_HEADER])
 @blp.response(200, CreatedSchema)
 @blp.alt_response(400, schema=ApiErrorSchema, description="A field is invalid; `fields` says which and why.")
@@ -36,7 +40,7 @@ def create(body: dict[str, t.Any]) -> dict[str, t.Any]:
 
 
 @blp.route("/delete", methods=["POST"])
-@blp.arguments(TaskIdSchema, location="json", error_status_code=400)
+@blp.arguments(TASK_ID, location="json", error_status_code=400)
 @blp.response(200, DeletedSchema)
 @blp.alt_response(404, schema=ApiErrorSchema, description="No such task (or past its retention).")
 @blp.alt_response(409, schema=ApiErrorSchema,
@@ -47,7 +51,7 @@ def delete(body: dict[str, str]) -> dict[str, str]:
 
 
 @blp.route("/query", methods=["POST"])
-@blp.arguments(TaskIdSchema, location="json", error_status_code=400)
+@blp.arguments(TASK_ID, location="json", error_status_code=400)
 @blp.response(200, TaskSchema)
 @blp.alt_response(404, schema=ApiErrorSchema, description="No such task (or past its retention).")
 def query(body: dict[str, str]) -> dict[str, t.Any]:

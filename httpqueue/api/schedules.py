@@ -13,7 +13,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from httpqueue import events
 from httpqueue.api.base import ApiBlueprint, ctx, service
-from httpqueue.api.schemas import ApiErrorSchema, CreateTaskSchema
+from httpqueue.api.schemas import ApiErrorSchema, CreateTaskSchema, Pattern
 from httpqueue.clock import now_ms
 from httpqueue.exceptions import InvalidInput
 
@@ -26,7 +26,7 @@ class ScheduleInSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    id = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,64}$",
+    id = fields.String(validate=Pattern(r"^[A-Za-z0-9._-]{1,64}$",
                                                 error="must be 1 to 64 of A-Z a-z 0-9 . _ -"),
                        metadata={"description": "Your name for it (default: generated). Creating it again "
                                                 "replaces it."})

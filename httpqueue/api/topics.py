@@ -12,7 +12,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from httpqueue import events
 from httpqueue.api.base import ApiBlueprint, ctx, service
 from httpqueue.api.documents import counts_by_topic, empty_counts, task_document
-from httpqueue.api.schemas import ApiErrorSchema, TaskSchema
+from httpqueue.api.schemas import ApiErrorSchema, TaskSchema, Pattern
 from httpqueue.clock import now_ms
 from httpqueue.context import Context
 from httpqueue.exceptions import InvalidInput
@@ -73,7 +73,7 @@ class PageArgs(Schema):
     class Meta:
         unknown = RAISE
 
-    cursor = fields.String(validate=validate.Regexp(r"^\d+\.\d+\.\d+$", error="not a cursor from a previous page"))
+    cursor = fields.String(validate=Pattern(r"^\d+\.\d+\.\d+$", error="not a cursor from a previous page"))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 

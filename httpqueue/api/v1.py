@@ -11,11 +11,11 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from httpqueue.api.base import ApiBlueprint, ctx, idempotency_key, service
 from httpqueue.api.documents import changed_document, stats_document, task_document
-from httpqueue.api.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, CreateTaskSchema, TaskSchema
+from httpqueue.api.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, CreateTaskSchema, TaskSchema, Pattern
 from httpqueue.exceptions import InvalidInput
 from httpqueue.states import State
 
-CREATE = CreateTaskSchema()
+from httpqueue.api.compat import CREATE  # one instance: the OpenAPI document names it once
 
 
 class ListArgs(Schema):
@@ -24,7 +24,7 @@ class ListArgs(Schema):
 
     state = fields.String(validate=validate.OneOf([s.value for s in State]))
     topic = fields.String(validate=validate.Length(1, 200))
-    cursor = fields.String(validate=validate.Regexp(r"^\d+\.\d+\.\d+$", error="not a cursor from a previous page"))
+    cursor = fields.String(validate=Pattern(r"^\d+\.\d+\.\d+$", error="not a cursor from a previous page"))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 
@@ -60,7 +60,7 @@ blp = ApiBlueprint("v1", __name__, url_prefix="/v1", description="Tasks as resou
 
 
 @blp.route("/tasks", methods=["POST"])
-@blp.arguments(CreateTaskSchema, location="json", error_status_code=400)
+@blp.arguments(CREATE, location="json", error_status_code=400)
 @blp.doc(parameters=[IDEMPOTENCY_HEADER])
 @blp.response(201, TaskSchema)
 @blp.alt_response(200, schema=TaskSchema, description="An idempotent create repeated: the first task "
