@@ -15,6 +15,8 @@ $(BIN)/httpqueue: setup.cfg setup.py pyproject.toml
 
 setup: $(BIN)/httpqueue
 
+# `httpqueue run` listens on 127.0.0.1:2356 unless HTTPQUEUE_ADDRESS says otherwise, so allowing
+# callbacks to loopback (a receiver on this machine) opens nothing to the network.
 run: setup
 	HTTPQUEUE_CALLBACK_ALLOW="$${HTTPQUEUE_CALLBACK_ALLOW-127.0.0.0/8,::1}" $(BIN)/httpqueue run
 

@@ -2,24 +2,37 @@
 
 Options override ``HTTPQUEUE_*`` environment variables, which override the
 defaults (see :mod:`httpqueue.config`). ``run`` starts its own Redis when no
-URL is configured, then the API and a worker as child processes, and stops
-them all on Ctrl-C or SIGTERM.
+URL is configured, then the API and a worker as child processes, says
+"listening" only once the API answers and the worker consumes, and stops them
+all on Ctrl-C or SIGTERM. ``run`` is for development: it listens on loopback
+unless told otherwise (``api`` keeps the original Go service's ``:2356``).
+
+Each command says at start what would otherwise fail silently later: a Redis
+that keeps nothing on disk, an API reachable beyond loopback without tokens.
 """
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import typing as t
+import urllib.request
 from pathlib import Path
 
 import click
 
-from httpqueue import context
-from httpqueue.config import Settings
+from httpqueue import config, context
+from httpqueue.config import LOOPBACK_DEFAULT_ADDRESS, Settings
 from httpqueue.context import EMBEDDED_URL_FILE
+
+RUN_CHILD_ENV = "_HTTPQUEUE_RUN_CHILD"
+"""Set in the children of ``run``, which already gave the start warnings: they do not repeat them."""
+
+READY_TIMEOUT = 60.0
+"""Seconds ``run`` waits for its API and its worker before it gives up (``--ready-timeout``)."""
 
 
 def _install(**overrides: t.Any) -> Settings:
@@ -50,8 +63,52 @@ def bind_address(address: str) -> str:
     return f"0.0.0.0{address}" if address.startswith(":") else address
 
 
-address_option = click.option("--address", envvar="HTTPQUEUE_ADDRESS", default=None,
-                              help="Listen address host:port (default :2356).")
+def run_address(address: str | None, environ: t.Mapping[str, str] = os.environ) -> str | None:
+    """The address ``run`` listens on: as given (option, ``HTTPQUEUE_ADDRESS``, config file), else loopback.
+
+    ``run`` is the README's first command, so its default must be safe on a
+    laptop in a café: ``127.0.0.1:2356``, not every interface. ``None`` leaves
+    the choice to the settings (the config file names an address).
+    """
+    if address is not None:
+        return address
+    if "address" in config._read_file(environ.get(config.ENV_PREFIX + "CONFIG", "")):
+        return None
+    return LOOPBACK_DEFAULT_ADDRESS
+
+
+def warn_at_start(settings: Settings, *, listening: bool) -> None:
+    """Log what would otherwise go wrong silently: no persistence in Redis, an open API beyond loopback.
+
+    Never fails and never waits long: an unreachable Redis or a refused
+    ``CONFIG`` (managed Redis) just means nothing is said about persistence.
+    """
+    if os.environ.get(RUN_CHILD_ENV):
+        return
+    from httpqueue import health, logs
+    from httpqueue.connections import redis_client
+
+    if listening:
+        exposure = health.listen_warning(bind_address(settings.address), settings.api_tokens,
+                                         settings.callback_allow)
+        if exposure:
+            logs.LOGGER.warning(exposure)
+    try:
+        client = redis_client(context.resolve_redis_url(settings), settings.sentinel_master)
+    except Exception:  # a malformed URL is reported by the command itself
+        return
+    try:
+        warning = health.persistence_warning(client)
+    finally:
+        client.close()
+    if warning:
+        logs.LOGGER.warning(warning)
+
+
+def address_option(default: str) -> t.Callable[[t.Any], t.Any]:
+    return click.option("--address", envvar="HTTPQUEUE_ADDRESS", default=None,
+                        help=f"Listen address host:port (default {default}; :port means every interface).")
+
 redis_option = click.option("--redis", "redis_url", envvar="HTTPQUEUE_REDIS_URL", default=None,
                             help="Redis URL (default: an embedded Redis for `run`).")
 
@@ -63,12 +120,13 @@ def main() -> None:
 
 
 @main.command()
-@address_option
+@address_option(":2356")
 @redis_option
 @click.option("--workers", type=int, default=None, help="gunicorn worker processes.")
 def api(address: str | None, redis_url: str | None, workers: int | None) -> None:
     """Serve the HTTP API with gunicorn."""
     settings = _install(address=address, redis_url=redis_url, api_workers=workers)
+    warn_at_start(settings, listening=True)
     from gunicorn.app.base import BaseApplication
 
     from httpqueue.api import create_app
@@ -98,6 +156,7 @@ def api(address: str | None, redis_url: str | None, workers: int | None) -> None
 def worker(cli: click.Context, redis_url: str | None, pool: str | None, concurrency: int | None) -> None:
     """Run a Celery worker (with the promoter) using httpqueue's defaults; extra args go to Celery."""
     settings = _install(redis_url=redis_url, worker_pool=pool, worker_concurrency=concurrency)
+    warn_at_start(settings, listening=False)
     from httpqueue.celery import app
     from httpqueue.publish import QUEUE
 
@@ -109,12 +168,15 @@ def worker(cli: click.Context, redis_url: str | None, pool: str | None, concurre
 
 
 @main.command()
-@address_option
+@address_option(LOOPBACK_DEFAULT_ADDRESS)
 @redis_option
 @click.option("--data-dir", default=None, help="Where the embedded Redis keeps its data.")
-def run(address: str | None, redis_url: str | None, data_dir: str | None) -> None:
+@click.option("--ready-timeout", type=float, default=READY_TIMEOUT, show_default=True,
+              help="Seconds to wait for the API and the worker before giving up.")
+def run(address: str | None, redis_url: str | None, data_dir: str | None, ready_timeout: float) -> None:
     """API + worker (+ an embedded Redis if no URL is set), for development and small sites."""
-    settings = _install(address=address, redis_url=redis_url, data_dir=data_dir)
+    stop = _StopFlag()
+    settings = _install(address=run_address(address), redis_url=redis_url, data_dir=data_dir)
     embedded = None
     if not settings.redis_url:
         from httpqueue.embedded import EmbeddedRedis
@@ -122,16 +184,34 @@ def run(address: str | None, redis_url: str | None, data_dir: str | None) -> Non
         embedded = EmbeddedRedis(settings.data_dir).start()
         (Path(settings.data_dir) / EMBEDDED_URL_FILE).write_text(embedded.url)
         os.environ["HTTPQUEUE_REDIS_URL"] = embedded.url
+        settings = settings.replace(redis_url=embedded.url)
         click.echo(f"embedded Redis at {embedded.url} (data in {embedded.data_dir})", err=True)
-    children = [subprocess.Popen([sys.executable, "-m", "httpqueue", role]) for role in ("worker", "api")]
-    click.echo(f"httpqueue listening on {bind_address(settings.address)}", err=True)
+    ctx = context.install(settings)
+    warn_at_start(settings, listening=True)
+    worker_name = f"httpqueue-run-{os.getpid()}@{socket.gethostname()}"
+    heartbeat = ctx.keys.worker_heartbeat(worker_name)  # its own worker's: another host's does not count
+    env = {**os.environ, RUN_CHILD_ENV: "1"}
+    children = {
+        "worker": subprocess.Popen([sys.executable, "-m", "httpqueue", "worker", "-n", worker_name], env=env),
+        "api": subprocess.Popen([sys.executable, "-m", "httpqueue", "api"], env=env),
+    }
+    code = 0
     try:
-        _supervise(children)
+        problem = _wait_ready(children, {
+            "the API did not answer /health": lambda: _api_answers(settings.address),
+            "the worker did not report in": lambda: bool(ctx.store.redis.exists(heartbeat)),
+        }, timeout=ready_timeout, stop=stop)
+        if problem:
+            click.echo(f"httpqueue run: {problem}", err=True)
+            code = 1
+        elif not stop.stopping:
+            click.echo(f"httpqueue listening on {bind_address(settings.address)}", err=True)
+            code = _supervise(children, stop)
     finally:
-        for child in children:
+        for child in children.values():
             if child.poll() is None:
                 child.terminate()
-        for child in children:
+        for child in children.values():
             try:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -139,20 +219,75 @@ def run(address: str | None, redis_url: str | None, data_dir: str | None) -> Non
         if embedded is not None:
             embedded.stop()
             (Path(settings.data_dir) / EMBEDDED_URL_FILE).unlink(missing_ok=True)
+    sys.exit(code)
 
 
-def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
-    """Wait until a signal arrives or a child exits (then stop everything)."""
-    stopping = False
+class _StopFlag:
+    """Set by SIGTERM or SIGINT (Ctrl-C): ``run`` then stops its children and exits."""
 
-    def stop(signum: int, frame: t.Any) -> None:
-        nonlocal stopping
-        stopping = True
+    def __init__(self) -> None:
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopping and all(child.poll() is None for child in children):
+    def _stop(self, signum: int, frame: t.Any) -> None:
+        self.stopping = True
+
+
+def _api_answers(address: str) -> bool:
+    """Whether the API bound to ``address`` answers ``GET /health`` (a unix socket: whether it exists)."""
+    from httpqueue import health
+
+    if address.startswith("unix:"):
+        return Path(address.removeprefix("unix:")).exists()
+    try:
+        url = health.local_url(bind_address(address)) + "/health"
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _wait_ready(children: t.Mapping[str, subprocess.Popen[bytes]], checks: t.Mapping[str, t.Callable[[], bool]],
+                *, timeout: float, stop: _StopFlag) -> str:
+    """Poll every check until all pass ('' then) or ``timeout`` passes or a child exits (then why, in words).
+
+    ``checks`` maps what a failure means to its test; each is polled until it
+    passes once. ``run`` checks the API's /health and its own worker's
+    heartbeat, which the worker writes only once its consumer is ready (see
+    :mod:`httpqueue.worker.promoter`): "listening" then means a task created
+    now fires on time, not a second late.
+    """
+    deadline = time.monotonic() + timeout
+    pending = dict(checks)
+    while not stop.stopping:
+        for role, child in children.items():
+            if child.poll() is not None:
+                return f"the {role} exited with code {child.returncode} before the service was ready (see above)"
+        for what, test in list(pending.items()):
+            try:
+                passed = test()
+            except Exception:  # Redis or the API not answering yet: poll again until the deadline
+                passed = False
+            if passed:
+                del pending[what]
+        if not pending:
+            return ""
+        if time.monotonic() > deadline:
+            return f"{' and '.join(pending)} within {timeout:g} s; stopping (see the log above)"
+        time.sleep(0.1)
+    return ""
+
+
+def _supervise(children: t.Mapping[str, subprocess.Popen[bytes]], stop: _StopFlag) -> int:
+    """Wait until a signal arrives (exit 0) or a child exits (exit 1, after saying which)."""
+    while not stop.stopping:
+        for role, child in children.items():
+            if child.poll() is not None:
+                click.echo(f"httpqueue run: the {role} exited with code {child.returncode}; stopping", err=True)
+                return 1
         time.sleep(0.2)
+    return 0
 
 
 if __name__ == "__main__":

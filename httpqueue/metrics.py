@@ -9,11 +9,13 @@ files that one scrape sums up. ``httpqueue run`` shares the directory between
 its API and its worker, so ``GET /metrics`` shows both; a worker on its own
 serves its metrics on ``HTTPQUEUE_WORKER_METRICS_PORT``.
 
-The task counts by state and topic and the promoter lag are read from Redis
-when scraped (:class:`StoreCollector`), so they are exact whichever process
-answers. Topic labels are capped at :data:`MAX_TOPICS` distinct values per
-process (then ``other``), so a client inventing topics cannot blow up the
-series count.
+The task counts by state and topic, the overdue tasks, the promoter lag and
+the live workers are read from Redis when scraped (:class:`StoreCollector`),
+so they are exact whichever process answers. The lag is measured from the
+tasks themselves (the oldest one past its due time and not yet attempted), not
+from what a promoter reports, so it grows when no worker runs at all. Topic
+labels are capped at :data:`MAX_TOPICS` distinct values per process (then
+``other``), so a client inventing topics cannot blow up the series count.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from httpqueue import events
+from httpqueue import events, health
 from httpqueue.metrics_dir import ENV
 from httpqueue.states import Outcome
 
@@ -115,14 +117,16 @@ class StoreCollector:
         for (state, topic), n in sorted(store.counts().items()):
             tasks.add_metric([state, topic], n)
         yield tasks
-        now = time.time() * 1000
-        earliest = [d for d in (store.next_due_ms(shard) for shard in range(store.keys.shards)) if d is not None]
-        lag = max(0.0, (now - min(earliest)) / 1000 - store.horizon_ms / 1000) if earliest else 0.0
-        yield GaugeMetricFamily("httpqueue_promoter_lag_seconds",
-                                "How far the oldest parked task is past the moment it should have been promoted.",
-                                value=lag)
-        workers = sum(1 for _ in store.redis.scan_iter(self.ctx.keys.worker_heartbeat("*"), count=500))
-        yield GaugeMetricFamily("httpqueue_workers", "Workers whose promoter reported in recently.", value=workers)
+        now = int(time.time() * 1000)
+        late = health.overdue(store.redis, store.keys, now)
+        yield GaugeMetricFamily(
+            "httpqueue_promoter_lag_seconds",
+            "How far the oldest overdue task (due time passed, attempt not started) is past its due time; "
+            "grows while no worker runs.", value=late.lag_seconds(now))
+        yield GaugeMetricFamily("httpqueue_tasks_overdue",
+                                "Tasks whose due time passed and whose attempt has not started.", value=late.count)
+        yield GaugeMetricFamily("httpqueue_workers", "Workers whose promoter reported in recently.",
+                                value=health.live_workers(store.redis, self.ctx.keys))
 
 
 def exposition(ctx: t.Any | None = None) -> tuple[bytes, str]:

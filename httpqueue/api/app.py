@@ -39,5 +39,6 @@ def create_app(settings: Settings | None = None) -> Flask:
             api.register_blueprint(module.blp)
     app.register_blueprint(dashboard.blp)
     errors.register(app)
+    ops.install(app)  # the no-worker Warning header on create answers
     auth.install(app, s.api_tokens, errors.unauthorized)
     return app

@@ -1,19 +1,35 @@
-"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+"""Operations endpoints: liveness, readiness, status and Prometheus metrics.
+
+``/ready`` means "a task created now will fire": Redis and the broker answer
+*and* a worker (with its promoter) reported in recently. Without a worker the
+API still stores tasks, so creates keep answering, but they carry a
+``Warning`` header (:func:`install`) and the dashboard shows a banner (it reads
+``/status``), so a missing worker cannot go unnoticed.
+"""
 from __future__ import annotations
 
+import time
 import typing as t
 
-from flask import current_app
+import redis
+from flask import Flask, Response, current_app, jsonify, request
 
+from httpqueue import health as checks
 from httpqueue import metrics
-from httpqueue.api.base import ApiBlueprint, ctx
+from httpqueue.api.base import CONTEXT_KEY, ApiBlueprint, ctx
 from httpqueue.api.schemas import ApiErrorSchema
 from httpqueue.exceptions import StoreUnavailable
 
-blp = ApiBlueprint("operations", __name__, description="Health, readiness and metrics")
+blp = ApiBlueprint("operations", __name__, description="Health, readiness, status and metrics")
 
 BROKER_KEY = "httpqueue.broker"
 """Where create_app keeps the Celery app whose broker /ready checks."""
+
+WATCH_KEY = "httpqueue.worker_watch"
+"""Where :func:`install` keeps the app's :class:`~httpqueue.health.WorkerWatch` (cached liveness)."""
+
+CREATE_ROUTES = frozenset({("POST", "/create"), ("POST", "/v1/tasks"), ("POST", "/v1/tasks/batch")})
+"""The requests that store tasks, whose answers carry the no-worker ``Warning`` header."""
 
 
 @blp.route("/health", methods=["GET"])
@@ -24,13 +40,41 @@ def health() -> dict[str, str]:
 
 
 @blp.route("/ready", methods=["GET"])
-@blp.response(200, description="Redis and the broker answer.")
+@blp.response(200, description="Redis and the broker answer and a worker is alive. `warnings` (only when "
+                               "there are any) names risks that do not stop tasks from firing, such as a "
+                               "Redis without persistence.")
+@blp.alt_response(503, schema=ApiErrorSchema, description="Redis or the broker does not answer, or no worker is "
+                                                          "running (`problems` says so; tasks would not fire).")
+def ready() -> t.Any:
+    """Readiness: the task store and the broker answer, and a worker with its promoter is alive."""
+    report = _report()
+    if not report.ready:
+        body: dict[str, t.Any] = {"code": 503, "error": "; ".join(report.problems), "status": "not ready",
+                                  "problems": list(report.problems), "workers": report.workers}
+        if report.warnings:
+            body["warnings"] = list(report.warnings)
+        response = jsonify(body)
+        response.status_code = 503
+        return response
+    return {"status": "ready", **({"warnings": list(report.warnings)} if report.warnings else {})}
+
+
+@blp.route("/status", methods=["GET"])
+@blp.response(200, description="Workers, persistence, overdue tasks, problems and warnings.")
 @blp.alt_response(503, schema=ApiErrorSchema, description="Redis or the broker does not answer.")
-def ready() -> dict[str, str]:
-    """Readiness: the task store and the Celery broker answer."""
-    ctx().store.ping()
-    broker_reachable(current_app.extensions[BROKER_KEY])
-    return {"status": "ready"}
+def status() -> dict[str, t.Any]:
+    """What the dashboard shows above everything: is a worker running, how late are tasks, is Redis persistent.
+
+    Always 200 while Redis answers, so a page can render "no worker" instead of
+    an error; ``ready`` is what ``/ready`` decides.
+    """
+    report = _report()
+    now = int(time.time() * 1000)
+    late = checks.overdue(ctx().store.redis, ctx().keys, now)
+    return {"ready": report.ready, "workers": report.workers, "persistence": report.persistence,
+            "problems": list(report.problems), "warnings": list(report.warnings),
+            "overdue": {"tasks": late.count, "oldest_due_ms": late.oldest_due_ms,
+                        "oldest_seconds": round(late.lag_seconds(now), 3)}}
 
 
 @blp.route("/metrics", methods=["GET"])
@@ -41,6 +85,17 @@ def metrics_endpoint() -> t.Any:
     return current_app.response_class(body, mimetype=None, content_type=content_type)
 
 
+def _report() -> checks.Report:
+    """Redis (ping), the broker, workers and persistence; Redis or broker away raises (503)."""
+    store = ctx().store
+    store.ping()
+    broker_reachable(current_app.extensions[BROKER_KEY])
+    try:
+        return checks.check(store.redis, ctx().keys)
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"the task store (Redis) is unavailable: {exc}") from exc
+
+
 def broker_reachable(celery_app: t.Any, timeout: float = 2.0) -> None:
     """Raise :class:`StoreUnavailable` (503) if the Celery broker does not answer within ``timeout``."""
     try:
@@ -48,3 +103,23 @@ def broker_reachable(celery_app: t.Any, timeout: float = 2.0) -> None:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:  # kombu raises many kinds: all mean "not ready"
         raise StoreUnavailable(f"the Celery broker is unavailable: {exc}") from exc
+
+
+def install(app: Flask) -> None:
+    """Add the no-worker ``Warning`` header to the create answers of ``app``.
+
+    Liveness is read through a :class:`~httpqueue.health.WorkerWatch`, so the
+    hot create path pays at most one Redis call per second per process, and a
+    Redis error there never fails a create that already succeeded.
+    """
+    context = app.extensions[CONTEXT_KEY]
+    watch = checks.WorkerWatch(lambda: context.store.redis, context.keys)
+    app.extensions[WATCH_KEY] = watch
+
+    @app.after_request
+    def warn_without_worker(response: Response) -> Response:
+        rule = request.url_rule
+        if (response.status_code < 300 and rule is not None and (request.method, rule.rule) in CREATE_ROUTES
+                and watch.alive() is False):
+            response.headers.add("Warning", checks.NO_WORKER_WARNING)
+        return response

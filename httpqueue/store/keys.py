@@ -82,6 +82,14 @@ class Keys:
         """String with an expiry that says a worker's promoter is alive (no hash tag needed)."""
         return f"{self.prefix}:worker:{name}"
 
+    def workers(self) -> str:
+        """Sorted set: names of workers scored by the time their heartbeat runs out (ms, Redis's clock).
+
+        "Is any worker alive" is then one ``ZCOUNT`` instead of a ``SCAN`` over
+        the per-worker keys (see :mod:`httpqueue.health`).
+        """
+        return f"{self.prefix}:workers"
+
     def series(self, shard: int, minute: int) -> str:
         """Hash of one minute's delivery statistics in ``shard`` (outcome counts, lateness histogram)."""
         return f"{self.tag(shard)}:series:{minute}"

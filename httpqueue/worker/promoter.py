@@ -17,13 +17,33 @@ import threading
 import time
 import typing as t
 
-from httpqueue import context, events
+import redis
+from celery import signals
+
+from httpqueue import context, events, health
 from httpqueue.publish import Publish, Publisher
 from httpqueue.store.tasks import TaskStore
 from httpqueue.worker.background import ThreadStep, repeat
 
 PURGE_EVERY = 20
 """Passes between two purges of tasks past their retention."""
+
+HEARTBEATS_PER_TTL = 5
+"""Heartbeats written per heartbeat lifetime: one missed beat or two never make a live worker look dead."""
+
+_consuming: set[str] = set()
+"""Hostnames of this process's workers whose consumer is ready (Celery's ``worker_ready``)."""
+
+
+@signals.worker_ready.connect(weak=False)
+def _worker_ready(sender: t.Any = None, **kwargs: t.Any) -> None:
+    """Note that a worker consumes its queue: only from then on does its heartbeat say it is alive.
+
+    The promoter starts before the consumer; a heartbeat written earlier made
+    ``/ready`` (and ``httpqueue run``) report ready while ETA messages had no
+    consumer yet, so a task due in the first second fired late.
+    """
+    _consuming.add(getattr(sender, "hostname", "") or "")
 
 
 @dataclasses.dataclass
@@ -98,10 +118,16 @@ class PromoterStep(ThreadStep):
     def loop(self, worker: t.Any) -> t.Callable[[threading.Event], None]:
         ctx = context.current()
         store = ctx.store
-        key_of = ctx.keys.worker_heartbeat
+        last_beat = float("-inf")
 
         def heartbeat(name: str, interval: float) -> None:
-            store.redis.set(key_of(name), int(time.time() * 1000), px=int(max(5.0, interval * 20) * 1000))
+            """Report in (see :mod:`httpqueue.health`) once the consumer is ready, a few times per lifetime."""
+            nonlocal last_beat
+            ttl = max(health.HEARTBEAT_MIN_TTL, interval * 20)
+            if name not in _consuming or time.monotonic() - last_beat < ttl / HEARTBEATS_PER_TTL:
+                return
+            health.beat(store.redis, ctx.keys, name, int(ttl * 1000))
+            last_beat = time.monotonic()
 
         promoter = Promoter(store, Publisher(worker.app), interval=ctx.settings.promoter_interval,
                             name=worker.hostname, heartbeat=heartbeat)
@@ -110,3 +136,15 @@ class PromoterStep(ThreadStep):
 
             metrics.serve(ctx.settings.worker_metrics_port, ctx)
         return promoter.run
+
+    def stop(self, worker: t.Any) -> None:
+        """Stop the promoter, then withdraw the heartbeat so readiness turns now, not when it runs out."""
+        super().stop(worker)
+        _consuming.discard(worker.hostname)
+        ctx = context.current()
+        try:
+            health.forget(ctx.store.redis, ctx.keys, worker.hostname)
+        except redis.RedisError:  # Redis away: the heartbeat runs out by itself
+            pass
+
+    shutdown = stop

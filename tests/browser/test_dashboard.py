@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import typing as t
 from pathlib import Path
 
@@ -86,3 +87,47 @@ def test_dashboard_shows_the_numbers_and_its_buttons_work(service: str, receiver
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000  # docs/dashboard.png is a copy of it
+
+
+def test_dashboard_says_when_no_worker_runs_and_marks_overdue_tasks(tmp_path: Path, receiver: Receiver,
+                                                                     topic: str) -> None:
+    """A Redis and an API of their own (the session's worker must not count), then a worker arrives."""
+    import redis
+
+    from httpqueue.embedded import EmbeddedRedis
+    from tests.support.processes import settings_env, start_worker
+
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port()).start()
+    env = settings_env({"redis_url": server.url, "callback_allow": "127.0.0.0/8", "timer_horizon": 2.0,
+                        "promoter_interval": 0.05, "lease": 4.0, "shards": 4, "worker_concurrency": 2})
+    port = free_port()
+    api = start_api(env, port, name="api-dashboard-alone")
+    base, worker = f"http://127.0.0.1:{port}", None
+    try:
+        late = requests.post(f"{base}/v1/tasks", json={"topic": topic, "execute_at": time.time() - 30,
+                                                       "callback": receiver.url(f"/{topic}")}, timeout=5).json()["id"]
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"{base}/dashboard")
+            banner = page.wait_for_selector('[data-testid="banner"]:visible', timeout=15_000)
+            assert "no worker is running: tasks will not fire" in banner.inner_text()
+            assert "1 overdue" in banner.inner_text()
+            page.wait_for_selector('[data-testid="total-overdue"]:text("1")')
+            page.fill("#task-id", late)
+            page.click("#lookup button")
+            page.wait_for_selector('#detail td[data-field="state"]:text("queued")')
+            assert "overdue by" in page.inner_text('[data-testid="overdue-badge"]')
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-no-worker.png"), full_page=True)
+
+            worker = start_worker(env, "worker-dashboard-alone", redis.Redis.from_url(server.url))
+            receiver.wait_task(late, timeout=15)
+            page.wait_for_selector('[data-testid="banner"]', state="hidden", timeout=15_000)
+            page.wait_for_selector('[data-testid="total-overdue"]:text("0")', timeout=15_000)
+            browser.close()
+    finally:
+        if worker is not None:
+            worker.stop()
+        api.stop()
+        server.stop()

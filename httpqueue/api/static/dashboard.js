@@ -27,11 +27,41 @@ function el(tag, attrs = {}, ...children) {
 const fmt = (n) => (n ?? 0).toLocaleString("en-US");
 const when = (ms) => ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + "Z" : "";
 
-function renderTotals(stats) {
+const age = (seconds) => seconds < 120 ? Math.round(seconds) + " s"
+  : seconds < 7200 ? Math.round(seconds / 60) + " min" : Math.round(seconds / 3600) + " h";
+
+function renderTotals(stats, status) {
   const box = document.getElementById("totals");
+  const late = status.overdue.tasks;
+  // overdue: due time passed and the attempt not started (scheduled, queued or retrying tasks nobody fired)
+  const overdue = el("div", {class: "card overdue" + (late ? " late" : ""), "data-state": "overdue",
+                             title: "due time passed, attempt not started" +
+                                    (late ? "; the oldest by " + age(status.overdue.oldest_seconds) : "")},
+    el("div", {class: "n", "data-testid": "total-overdue"}, fmt(late)), el("div", {class: "l"}, "overdue"));
   box.replaceChildren(...STATES.map((s) =>
     el("div", {class: "card " + s, "data-state": s},
-       el("div", {class: "n", "data-testid": "total-" + s}, fmt(stats.totals[s])), el("div", {class: "l"}, s))));
+       el("div", {class: "n", "data-testid": "total-" + s}, fmt(stats.totals[s])), el("div", {class: "l"}, s))),
+    overdue);
+}
+
+// What /status reports above everything else: no worker (tasks will not fire), a Redis without persistence.
+function renderBanner(status) {
+  const box = document.getElementById("banner");
+  const lines = status.problems.map((text) => {
+    const extra = status.overdue.tasks
+      ? ` (${fmt(status.overdue.tasks)} overdue, the oldest by ${age(status.overdue.oldest_seconds)})` : "";
+    return el("p", {class: "problem"}, el("strong", {}, text), extra);
+  }).concat(status.warnings.map((text) => el("p", {class: "warning"}, text)));
+  box.replaceChildren(...lines);
+  box.className = status.problems.length ? "" : "warning-only";
+  box.hidden = !lines.length;
+}
+
+function overdueBadge(task) {
+  const due = task.next_attempt_ms || task.execute_time_ms;
+  if (!["scheduled", "queued", "retrying"].includes(task.state) || !due || due > Date.now()) return "";
+  return el("span", {class: "badge overdue", "data-testid": "overdue-badge", title: "due time passed, not fired"},
+            "overdue by " + age((Date.now() - due) / 1000));
 }
 
 function circuitBadge(topic) {
@@ -105,7 +135,8 @@ async function showTask(id) {
     box.dataset.task = id;
     const fields = ["id", "topic", "state", "callback", "attempts", "has_retry", "max_retry", "last_code",
                     "last_error"].map((k) => el("tr", {}, el("td", {}, k), el("td", {"data-field": k}, String(task[k] ?? ""))));
-    fields.push(el("tr", {}, el("td", {}, "due"), el("td", {}, when(task.next_attempt_ms || task.execute_time_ms))));
+    fields.push(el("tr", {}, el("td", {}, "due"),
+                   el("td", {}, when(task.next_attempt_ms || task.execute_time_ms), overdueBadge(task))));
     const actions = el("p", {},
       ["scheduled", "retrying", "failed"].includes(task.state)
         ? el("button", {class: "retry", onclick: () => act("retry", id)}, "Retry now") : "", " ",
@@ -127,9 +158,10 @@ function setStatus(text, bad = false) {
 
 async function refresh() {
   try {
-    const [stats, topics, series, failures] = await Promise.all([
-      api("/v1/stats"), api("/v1/topics"), api("/v1/series?minutes=60"), api("/v1/tasks?state=failed&limit=20")]);
-    renderTotals(stats); renderTopics(stats, topics); renderFailures(failures);
+    const [stats, topics, series, failures, status] = await Promise.all([
+      api("/v1/stats"), api("/v1/topics"), api("/v1/series?minutes=60"), api("/v1/tasks?state=failed&limit=20"),
+      api("/status")]);
+    renderBanner(status); renderTotals(stats, status); renderTopics(stats, topics); renderFailures(failures);
     const m = series.minutes.map((p) => Object.assign({}, p, {retried: p.retrying}));
     chart("chart-throughput", m, ["succeeded", "retried", "failed"], ["#2e8b57", "#d9902f", "#c8413b"]);
     chart("chart-lateness", m, ["late_p50_ms", "late_p99_ms", "late_mean_ms"], ["#3b6fd8", "#c8413b", "#2e8b57"]);
