@@ -62,6 +62,9 @@ def message_name(group: t.Sequence[Dispatch]) -> str:
 
     Celery's ``shadow`` name: a delivery message is a batch of callbacks, so a
     bare "httpqueue.deliver" would say nothing about which tasks it carried.
+    The task ids are in the message's args (and the first one in its Celery
+    task id); the worker's final event for the message names each task with
+    its outcome (see :mod:`httpqueue.worker.tasks`).
     """
     return f"deliver {group[0].topic or '-'} x{len(group)}"
 

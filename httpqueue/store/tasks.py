@@ -51,6 +51,15 @@ LIST_SOURCES = (
     ("done", frozenset({State.SUCCEEDED, State.DELETED})),
 )
 
+LIST_SCAN = 500
+"""Most set entries one listing script call looks at (so one call blocks Redis for well under a millisecond)."""
+
+LIST_BUDGET = 50_000
+"""Most set entries one listing page looks at, over all its calls (a filter matching few of many tasks)."""
+
+LIST_CALLS_PER_ROUND = 64
+"""Most listing script calls sent in one round trip."""
+
 
 
 class TaskStore:
@@ -180,27 +189,81 @@ class TaskStore:
 
     @translate_errors
     def list_tasks(self, state: State | None = None, topic: str | None = None, cursor: str | None = None,
-                   limit: int = 50, budget: int = 20_000) -> Page:
+                   limit: int = 50, budget: int = LIST_BUDGET) -> Page:
         """A page of tasks filtered by state and topic, and the cursor of the next page.
 
-        Pages walk the sorted sets that already exist (timer, in-flight, done:
-        newest first), so listing adds no per-task index; a page inspects at
-        most ``budget`` entries, and may hold fewer than ``limit`` tasks.
+        Pages walk the sorted sets that already exist (in-flight, timer, held,
+        dead, done: the last two newest first), so listing adds no per-task
+        index. The order is fixed: set by set, shard by shard, position by
+        position; a cursor is ``set.shard.position`` in that order, so pages
+        neither repeat nor skip a task that stays where it is.
+
+        A page holds ``limit`` tasks whenever that many match, and the cursor
+        is null once nothing matches beyond it: the walk looks for ``limit + 1``
+        matches, and the cursor points at the extra one (the way Stripe and
+        Cloud Tasks page, a client never follows a cursor to an empty page).
+        The shards are scanned in parallel: after a first call on the shard the
+        cursor points at (usually enough: a cursor points at a match), every
+        shard still needed gets one script call per round, all of a round in
+        one round trip (:class:`ScriptCalls`), and a shard's matches are kept
+        until the shards before it are exhausted, so nothing is scanned twice.
+
+        A page inspects at most ``budget`` set entries: a filter that matches
+        few of very many tasks can run out of it, and only then is a page short
+        (even empty) with a cursor, which continues where the scan stopped.
         """
-        sets = [name for name, states in LIST_SOURCES if state is None or state in states]
+        sources = [name for name, states in LIST_SOURCES if state is None or state in states]
+        shards = self.keys.shards
         where = Cursor.parse(cursor) if cursor else Cursor(0, 0, 0)
-        ids: list[str] = []
-        while where.source < len(sets) and len(ids) < limit and budget > 0:
-            name = sets[where.source]
-            scan = min(500, budget)
-            reply = self._scripts["listing"](
-                keys=[getattr(self.keys, name)(where.shard)],
-                args=[where.offset, scan, self.keys.task_prefix(where.shard), state.value if state else "",
-                      topic or "", 1 if name in ("done", "dead") else 0, limit - len(ids)])
-            budget -= scan
-            ids += reply[1:]
-            where = where.next(int(reply[0]), self.keys.shards)
-        return Page(self.get_many(ids), None if where.source >= len(sets) else where.format())
+        segments = len(sources) * shards  # segment = one shard of one source, in listing order
+        start = where.source * shards + where.shard if where.shard < shards else (where.source + 1) * shards
+        need = limit + 1
+        frontier = {start: where.offset}  # segment -> where its next scan starts (-1: exhausted; absent: 0)
+        pending: dict[int, list[tuple[int, str]]] = {}  # matches of segments after ``current``, in order
+        found: list[tuple[int, int, str]] = []  # (segment, position, id) of the matches, in listing order
+        current = start  # the first segment not yet exhausted: everything before it is in ``found``
+        fan_out = False
+        while current < segments and len(found) < need and budget > 0:
+            calls = ScriptCalls(self.redis)
+            planned: list[tuple[int, int]] = []  # (segment, offset) of each call
+            known = len(found)
+            for segment in range(current, segments):
+                if known >= need or budget <= 0 or len(planned) >= LIST_CALLS_PER_ROUND:
+                    break
+                offset = frontier.get(segment, 0)
+                if offset >= 0:
+                    source, shard = divmod(segment, shards)
+                    name = sources[source]
+                    scan = min(LIST_SCAN, budget)
+                    budget -= scan
+                    calls.add(self._scripts["listing"], [getattr(self.keys, name)(shard)],
+                              [offset, scan, self.keys.task_prefix(shard), state.value if state else "",
+                               topic or "", 1 if name in ("done", "dead") else 0, need - known])
+                    planned.append((segment, scan))
+                known += len(pending.get(segment, ()))
+                if not fan_out:  # the first call goes to the cursor's shard alone: it usually fills the page
+                    fan_out = True
+                    break
+            for (segment, scan), reply in zip(planned, calls.execute()):
+                next_offset, inspected = int(reply[0]), int(reply[1])
+                budget += scan - inspected  # what a call did not look at is not spent
+                frontier[segment] = next_offset
+                pending.setdefault(segment, []).extend(
+                    (int(position), task_id) for position, task_id in zip(reply[2::2], reply[3::2]))
+            while current < segments:
+                found += [(current, position, task_id) for position, task_id in pending.pop(current, ())]
+                if frontier.get(current, 0) >= 0:
+                    break  # not exhausted: later segments wait for the rest of this one
+                current += 1
+        if len(found) > limit:  # the next page starts at the first match beyond this one
+            segment, position, _ = found[limit]
+            after: Cursor | None = Cursor(segment // shards, segment % shards, position)
+        elif current >= segments:
+            after = None
+        else:  # the budget ran out: continue where the scan stopped
+            after = Cursor(current // shards, current % shards, frontier.get(current, 0))
+        tasks = self.get_many([task_id for _, _, task_id in found[:limit]])
+        return Page(tasks, after.format() if after else None)
 
     @translate_errors
     def get_many(self, task_ids: t.Sequence[str]) -> list[TaskRecord]:

@@ -140,14 +140,16 @@ NotifyFailure = t.Callable[[str, str], None]
 
 
 def record(ctx: Context, topic: str, results: t.Sequence[Result], notify: NotifyFailure,
-           failure_callback: str | None = None) -> None:
+           failure_callback: str | None = None) -> list[bool]:
     """Store every outcome with its history event, and the topic's bookkeeping, in one round trip.
 
     Then emit one event per attempt (and one per message for tasks turned
     away), and ask for the failure notification of tasks that failed for good.
+    Returns, per result, whether the store took it (False: the task had moved
+    on, e.g. its lease ran out and another message has it now).
     """
     if not results:
-        return
+        return []
     now = now_ms()
     settlements = [Settlement(r.task.id, r.task.gen, r.finished_ms, r.outcome, r.due_ms, r.code, r.error,
                               history_event(r), r.slot_ms) for r in results]
@@ -183,6 +185,7 @@ def record(ctx: Context, topic: str, results: t.Sequence[Result], notify: Notify
     if away:
         events.emit("deferred", logging.DEBUG, topic=topic, count=len(away),
                     held=sum(r.outcome is Outcome.HELD for r in away))
+    return recorded
 
 
 def breaker_result(r: Result) -> str:
@@ -207,9 +210,68 @@ def history_event(r: Result) -> dict[str, t.Any] | None:
     return event
 
 
-def summary(results: t.Sequence[Result]) -> dict[str, int]:
-    """How many of each outcome (for the message's result in Flower and its log line)."""
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
-    return counts
+REPORT_ERROR_CHARS = 120
+"""Longest error text a message report quotes (the task's history has the whole of it)."""
+
+REPORT_CHARS = 4000
+"""Longest message report: what one task event carries to Flower (32 tasks with distinct errors fit)."""
+
+STALE = "stale: already attempted, deleted or re-issued"
+LOST = "lost: the attempt raised; re-issued when its lease runs out"
+UNRECORDED = "not recorded (the task had moved on: its lease ran out, or it was deleted)"
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageReport:
+    """What became of the tasks one delivery message carried, as Flower shows the message.
+
+    ``text`` is the message's result ("3 tasks: 2 succeeded (a, b); 1
+    retrying: receiver answered code 500 (c)"); ``failures`` names the tasks
+    that failed for good (empty when none did: the message then succeeded).
+    """
+
+    text: str
+    failures: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+
+def message_report(carried: int, results: t.Sequence[Result], recorded: t.Sequence[bool],
+                   stale: t.Sequence[str] = (), lost: t.Sequence[str] = ()) -> MessageReport:
+    """Group a message's tasks by outcome and error, each group with its task ids (pure).
+
+    ``recorded`` says, per result, whether the store took it (``record``'s
+    answer): an outcome the store refused belongs to a task that moved on, so
+    it is reported apart and a refused failure does not fail the message.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    failed: dict[str, list[str]] = {}
+    oks = [*recorded[:len(results)], *[False] * (len(results) - len(recorded))]
+    order = list(Outcome)
+    for result, ok in sorted(zip(results, oks), key=lambda pair: (not pair[1], order.index(pair[0].outcome))):
+        error = _short(result.error) if result.outcome is not Outcome.SUCCEEDED else ""
+        label = result.outcome.value if ok else f"{result.outcome.value}, {UNRECORDED}"
+        groups.setdefault((label, error), []).append(result.task.id)
+        if ok and result.outcome is Outcome.FAILED:
+            failed.setdefault(error, []).append(result.task.id)
+    for label, ids in ((STALE, stale), (LOST, lost)):
+        if ids:
+            groups[(label, "")] = list(ids)
+    text = f"{carried} task{'s' if carried != 1 else ''}: " + "; ".join(
+        f"{len(ids)} {label}{': ' + error if error else ''} ({', '.join(ids)})" for (label, error), ids in groups.items())
+    failures = ""
+    if failed:
+        count = sum(len(ids) for ids in failed.values())
+        failures = f"{count} of {carried} task{'s' if carried != 1 else ''} failed for good: " + "; ".join(
+            f"{error or 'failed'} ({', '.join(ids)})" for error, ids in failed.items())
+    return MessageReport(_clip(text, REPORT_CHARS), _clip(failures, REPORT_CHARS))
+
+
+def _short(error: str | None) -> str:
+    return _clip(" ".join((error or "").split()), REPORT_ERROR_CHARS)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
