@@ -40,8 +40,9 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, t.Any]:
         "task_acks_late": True,
         "task_serializer": "json",
         "accept_content": ["json"],
-        # Flower and `celery events` see every task (received, started, succeeded/failed); the
-        # publisher's "task-sent" event is off: it cost ~30% of a publish (docs/benchmarks.rst)
+        # Flower and `celery events` see every delivery message: received, then its outcome once its
+        # callbacks are recorded (worker/tasks.py sends that event); the publisher's "task-sent"
+        # event is off: it cost ~30% of a publish (docs/benchmarks.rst)
         "worker_send_task_events": True,
         "task_send_sent_event": False,
         "worker_prefetch_multiplier": 8,

@@ -7,6 +7,12 @@ from httpqueue.delivery.ssrf import redact_url
 from httpqueue.states import PENDING_STATES, State
 from httpqueue.store.records import Changed, TaskRecord
 
+NEXT_CURSOR = (
+    "Pass as `cursor` for the next page; null when nothing more matches. A page holds `limit` tasks whenever "
+    "that many remain; it is shorter (even empty) with a cursor only when it looked at its scan budget (50,000 "
+    "stored tasks) without finding enough matches: keep following the cursor.")
+"""What ``next_cursor`` promises (listing and dead letters alike)."""
+
 
 def task_document(record: TaskRecord) -> dict[str, t.Any]:
     """The original Go httpqueue's query fields exactly (times in whole Unix seconds), then httpqueue's own.

@@ -11,8 +11,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from httpqueue import events
 from httpqueue.api.base import ApiBlueprint, ctx, service
-from httpqueue.api.documents import counts_by_topic, empty_counts, task_document
-from httpqueue.api.schemas import ApiErrorSchema, TaskSchema, Pattern
+from httpqueue.api.documents import NEXT_CURSOR, counts_by_topic, empty_counts, task_document
+from httpqueue.api.schemas import ApiErrorSchema, Pattern, TaskSchema
 from httpqueue.clock import now_ms
 from httpqueue.context import Context
 from httpqueue.exceptions import InvalidInput
@@ -88,7 +88,7 @@ class IdsSchema(Schema):
 
 class DeadPageSchema(Schema):
     tasks = fields.List(fields.Nested(TaskSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = fields.String(allow_none=True, metadata={"description": NEXT_CURSOR})
 
 
 class CountSchema(Schema):

@@ -10,7 +10,7 @@ import typing as t
 from marshmallow import Schema, ValidationError, fields, validate
 
 from httpqueue.api.base import ApiBlueprint, ctx, idempotency_key, service
-from httpqueue.api.documents import changed_document, stats_document, task_document
+from httpqueue.api.documents import NEXT_CURSOR, changed_document, stats_document, task_document
 from httpqueue.api.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, CreateTaskSchema, TaskSchema, Pattern
 from httpqueue.exceptions import InvalidInput
 from httpqueue.states import State
@@ -30,7 +30,7 @@ class ListArgs(Schema):
 
 class TaskPageSchema(Schema):
     tasks = fields.List(fields.Nested(TaskSchema))
-    next_cursor = fields.String(allow_none=True, metadata={"description": "Pass as `cursor` for the next page; null at the end."})
+    next_cursor = fields.String(allow_none=True, metadata={"description": NEXT_CURSOR})
 
 
 class HistorySchema(Schema):
