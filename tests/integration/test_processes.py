@@ -9,18 +9,20 @@ import requests
 
 from httpqueue.config import Settings
 from httpqueue.embedded import EmbeddedRedis, free_port
+from httpqueue.store.keys import Keys
 from tests.support.processes import Proc, start_api, wait_until
 from tests.support.receiver import Receiver
 
 
-def test_celery_dash_a_httpqueue_worker_delivers(env: dict[str, str], client: t.Any, receiver: Receiver,
-                                                 rclient: redis.Redis, topic: str) -> None:
+def test_celery_dash_a_httpqueue_worker_delivers(env: dict[str, str], settings: Settings, client: t.Any,
+                                                 receiver: Receiver, rclient: redis.Redis, topic: str) -> None:
     """Plain ``celery -A httpqueue worker`` finds the Celery app, runs the promoter and delivers."""
     proc = Proc([sys.executable, "-m", "celery", "-A", "httpqueue", "worker", "-n", "plain@localhost",
                  "--pool", "threads", "-c", "4", "-Q", "httpqueue", "--without-mingle", "--without-gossip"],
                 env, "celery-plain")
     try:
-        wait_until(lambda: not proc.alive() or rclient.exists("hq:worker:plain@localhost"), 30, "plain worker")
+        heartbeat = Keys(settings.key_prefix).worker_heartbeat("plain@localhost")
+        wait_until(lambda: not proc.alive() or rclient.exists(heartbeat), 30, "plain worker")
         assert proc.alive(), proc.output()[-2000:]
         created = client.post("/create", json={"topic": topic, "delay": 3.0, "retry": 0,
                                                 "callback": receiver.url("/plain")}).get_json()

@@ -21,9 +21,9 @@ import redis
 import requests
 
 from httpqueue.embedded import EmbeddedRedis, free_port
-from tests.conftest import TEST_SETTINGS
 from tests.support.processes import ARTIFACTS, Proc, settings_env, start_api, start_worker, wait_until
 from tests.support.receiver import Receiver
+from tests.support.settings import TEST_SETTINGS
 
 FAULT_SETTINGS = {**TEST_SETTINGS, "lease": 2.0, "callback_timeout": 1.0, "promoter_interval": 0.05}
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import redis
 import requests
 
+from httpqueue.store.keys import Keys
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
@@ -84,12 +86,15 @@ class Proc:
 
 def start_worker(env: dict[str, str], name: str, redis_client: redis.Redis, prefix: str = "hq",
                  extra: t.Sequence[str] = (), timeout: float = 30) -> Proc:
-    """A Celery worker with the promoter; returns once its promoter's heartbeat is in Redis."""
+    """A Celery worker with the promoter; returns once its promoter's heartbeat is in Redis.
+
+    ``prefix`` is the worker's ``key_prefix`` (where its heartbeat is written).
+    """
     hostname = f"{name}@localhost"
+    heartbeat = Keys(prefix).worker_heartbeat(hostname)
     proc = Proc([sys.executable, "-m", "httpqueue", "worker", "-n", hostname, "--without-mingle",
                  "--without-gossip", *extra], env, name)
-    wait_until(lambda: not proc.alive() or redis_client.exists(f"{prefix}:worker:{hostname}"),
-               timeout, f"worker {name} heartbeat")
+    wait_until(lambda: not proc.alive() or redis_client.exists(heartbeat), timeout, f"worker {name} heartbeat")
     if not proc.alive():
         raise AssertionError(f"worker {name} exited:\n{proc.output()[-3000:]}")
     return proc
