@@ -9,25 +9,8 @@ import pytest
 
 from httpqueue.api.schemas import ExecuteAt
 from httpqueue.worker.attempts import policy_backoff_ms
-from tests.support.processes import wait_until
+from tests.support.api import NOWHERE, SEED, body, submit, wait_state
 from tests.support.receiver import Answer, Receiver
-
-
-def create(client: t.Any, topic: str, callback: str, status: int = 201, url: str = "/v1/tasks",
-           **fields: t.Any) -> dict[str, t.Any]:
-    body = {"topic": topic, "callback": callback, **fields}
-    if "execute_at" not in body:
-        body.setdefault("delay", 0.1)
-    response = client.post(url, json=body)
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
-
-
-def wait_state(client: t.Any, task_id: str, state: str, timeout: float = 15) -> dict[str, t.Any]:
-    def current() -> t.Any:
-        task = client.get(f"/v1/tasks/{task_id}").get_json()
-        return task if task["state"] == state else None
-    return wait_until(current, timeout, f"state {state}")
 
 
 # -- execute_at --------------------------------------------------------------------------------------------
@@ -35,7 +18,7 @@ def wait_state(client: t.Any, task_id: str, state: str, timeout: float = 15) -> 
 def test_execute_at_rfc3339_fires_at_that_time(client: t.Any, receiver: Receiver, topic: str, worker: t.Any) -> None:
     when = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=2))) + datetime.timedelta(seconds=1)
     when = when.replace(microsecond=when.microsecond // 1000 * 1000)
-    task = create(client, topic, receiver.url("/at"), execute_at=when.isoformat(timespec="milliseconds"))
+    task = submit(client, topic, receiver.url("/at"), execute_at=when.isoformat(timespec="milliseconds"))
     assert task["execute_time_ms"] == round(when.timestamp() * 1000)
     [request] = receiver.wait_task(task["id"])
     assert when.timestamp() <= request.at < when.timestamp() + 0.5
@@ -43,23 +26,23 @@ def test_execute_at_rfc3339_fires_at_that_time(client: t.Any, receiver: Receiver
 
 def test_execute_at_unix_seconds_keeps_milliseconds(client: t.Any, topic: str) -> None:
     when = round(time.time() + 3600, 3)
-    task = create(client, topic, "http://127.0.0.1:9/", execute_at=when)
+    task = submit(client, topic, NOWHERE, execute_at=when)
     assert task["execute_time_ms"] == round(when * 1000)
     assert task["state"] == "scheduled"
-    zulu = create(client, topic, "http://127.0.0.1:9/", execute_at="2099-01-01T00:00:00Z", status=400)
+    zulu = submit(client, topic, NOWHERE, execute_at="2099-01-01T00:00:00Z", status=400)
     assert "execute_at" in zulu["fields"]  # beyond max_delay
 
 
 def test_execute_at_in_the_past_fires_at_once(client: t.Any, receiver: Receiver, topic: str, worker: t.Any) -> None:
     before = time.time()
-    task = create(client, topic, receiver.url("/past"), execute_at="2020-01-01T00:00:00+00:00")
+    task = submit(client, topic, receiver.url("/past"), execute_at="2020-01-01T00:00:00+00:00")
     assert task["execute_time_ms"] >= int(before * 1000)  # now, not 2020
     [request] = receiver.wait_task(task["id"])
     assert request.at < before + 2
 
 
 def test_seed_create_accepts_execute_at_instead_of_delay(client: t.Any, topic: str) -> None:
-    answer = create(client, topic, "http://127.0.0.1:9/", url="/create", status=200, execute_at=time.time() + 60)
+    answer = submit(client, topic, NOWHERE, url=SEED, execute_at=time.time() + 60)
     assert answer.keys() == {"id"}
     query = client.post("/query", json={"id": answer["id"]}).get_json()
     assert query["state"] == "scheduled"
@@ -79,7 +62,7 @@ def test_seed_create_accepts_execute_at_instead_of_delay(client: t.Any, topic: s
 ])
 def test_bad_execute_at_is_refused(client: t.Any, topic: str, fields: dict[str, t.Any], field: str) -> None:
     for url in ("/create", "/v1/tasks"):
-        answer = create(client, topic, "http://127.0.0.1:9/", url=url, status=400, **fields)
+        answer = submit(client, topic, NOWHERE, url=url, status=400, **fields)
         assert field in answer["fields"], answer
 
 
@@ -92,7 +75,7 @@ def test_execute_at_reads_rfc3339(text: str, seconds: float) -> None:
 
 
 def test_neither_delay_nor_execute_at_is_refused(client: t.Any, topic: str) -> None:
-    response = client.post("/create", json={"topic": topic, "callback": "http://127.0.0.1:9/"})
+    response = client.post(SEED, json={"topic": topic, "callback": NOWHERE})
     assert response.status_code == 400 and "delay" in response.get_json()["fields"]
 
 
@@ -101,7 +84,7 @@ def test_neither_delay_nor_execute_at_is_refused(client: t.Any, topic: str) -> N
 @pytest.mark.parametrize("method, has_body", [("PUT", True), ("PATCH", True), ("GET", False), ("DELETE", False)])
 def test_method_is_used_and_bodyless_methods_send_no_body(client: t.Any, receiver: Receiver, topic: str,
                                                           worker: t.Any, method: str, has_body: bool) -> None:
-    task = create(client, topic, receiver.url("/method"), method=method, content={"x": 1})
+    task = submit(client, topic, receiver.url("/method"), method=method, content={"x": 1})
     [request] = receiver.wait_task(task["id"])
     assert request.method == method
     assert request.headers["X-Httpqueue-Id"] == task["id"]
@@ -114,7 +97,7 @@ def test_method_is_used_and_bodyless_methods_send_no_body(client: t.Any, receive
 
 def test_extra_headers_are_sent_and_cannot_replace_httpqueues(client: t.Any, receiver: Receiver, topic: str,
                                                               worker: t.Any) -> None:
-    task = create(client, topic, receiver.url("/headers"), headers={"X-Tenant": "acme", "X-Trace": "a b c"})
+    task = submit(client, topic, receiver.url("/headers"), headers={"X-Tenant": "acme", "X-Trace": "a b c"})
     [request] = receiver.wait_task(task["id"])
     assert request.headers["X-Tenant"] == "acme" and request.headers["X-Trace"] == "a b c"
     assert request.headers["Content-Type"] == "application/json"
@@ -129,7 +112,7 @@ def test_extra_headers_are_sent_and_cannot_replace_httpqueues(client: t.Any, rec
     {f"X-H{i}": "v" for i in range(21)}, {"X-A": "1", "x-a": "2"}, {"": "x"},
 ])
 def test_denied_or_malformed_headers_are_refused(client: t.Any, topic: str, headers: dict[str, t.Any]) -> None:
-    answer = create(client, topic, "http://127.0.0.1:9/", status=400, headers=headers)
+    answer = submit(client, topic, NOWHERE, status=400, headers=headers)
     assert "headers" in answer["fields"], answer
 
 
@@ -140,7 +123,7 @@ def test_denied_or_malformed_headers_are_refused(client: t.Any, topic: str, head
     ({"retry_policy": {"jitter": "yes"}}, "retry_policy"),
 ])
 def test_bad_options_are_refused(client: t.Any, topic: str, fields: dict[str, t.Any], field: str) -> None:
-    answer = create(client, topic, "http://127.0.0.1:9/", status=400, **fields)
+    answer = submit(client, topic, NOWHERE, status=400, **fields)
     assert field in answer["fields"], answer
 
 
@@ -149,10 +132,10 @@ def test_bad_options_are_refused(client: t.Any, topic: str, fields: dict[str, t.
 def test_task_timeout_cuts_a_slow_receiver(client: t.Any, receiver: Receiver, topic: str, worker: t.Any) -> None:
     path = f"/slow-{topic}"
     receiver.default(path, Answer(delay=1.2))
-    task = create(client, topic, receiver.url(path), timeout=0.3)
+    task = submit(client, topic, receiver.url(path), timeout=0.3)
     failed = wait_state(client, task["id"], "failed")
     assert "no answer within 0.3s" in failed["last_error"]
-    patient = create(client, topic, receiver.url(path))  # the default (2 s) waits for it
+    patient = submit(client, topic, receiver.url(path))  # the default (2 s) waits for it
     wait_state(client, patient["id"], "succeeded")
 
 
@@ -160,8 +143,8 @@ def test_success_rule_2xx_accepts_any_2xx_and_code100_does_not(client: t.Any, re
                                                                worker: t.Any) -> None:
     path = f"/plain-{topic}"
     receiver.default(path, Answer(body="", status=204))
-    lenient = create(client, topic, receiver.url(path), success="2xx")
-    strict = create(client, topic, receiver.url(path))
+    lenient = submit(client, topic, receiver.url(path), success="2xx")
+    strict = submit(client, topic, receiver.url(path))
     assert wait_state(client, lenient["id"], "succeeded")["last_code"] == 204
     wait_state(client, strict["id"], "failed")
 
@@ -170,7 +153,7 @@ def test_success_rule_2xx_fails_on_other_statuses(client: t.Any, receiver: Recei
                                                   worker: t.Any) -> None:
     path = f"/err-{topic}"
     receiver.default(path, Answer({"code": 100}, status=500))
-    task = create(client, topic, receiver.url(path), success="2xx")
+    task = submit(client, topic, receiver.url(path), success="2xx")
     failed = wait_state(client, task["id"], "failed")
     assert failed["last_code"] == 500 and "HTTP 500" in failed["last_error"]
 
@@ -179,7 +162,7 @@ def test_success_rule_2xx_throttles_on_429(client: t.Any, receiver: Receiver, to
     path = f"/busy-{topic}"
     receiver.script(path, Answer("", status=429, headers={"Retry-After": "0"}))
     receiver.default(path, Answer("", status=200))
-    task = create(client, topic, receiver.url(path), success="2xx")
+    task = submit(client, topic, receiver.url(path), success="2xx")
     done = wait_state(client, task["id"], "succeeded")
     assert done["throttled"] == 1 and done["has_retry"] == 0 and len(receiver.for_task(task["id"])) == 2
 
@@ -189,7 +172,7 @@ def test_success_rule_2xx_throttles_on_429(client: t.Any, receiver: Receiver, to
 def test_retry_policy_sets_the_gaps(client: t.Any, receiver: Receiver, topic: str, worker: t.Any) -> None:
     path = f"/flaky-{topic}"
     receiver.script(path, Answer({"code": 500}), Answer({"code": 500}))
-    task = create(client, topic, receiver.url(path), retry=3,
+    task = submit(client, topic, receiver.url(path), retry=3,
                   retry_policy={"base": 0.2, "factor": 3, "max_interval": 0.5})
     requests = receiver.wait_task(task["id"], count=3, timeout=10)
     gaps = [b.at - a.at for a, b in zip(requests, requests[1:])]
@@ -201,7 +184,7 @@ def test_retry_policy_max_duration_fails_the_task_early(client: t.Any, receiver:
                                                         worker: t.Any) -> None:
     path = f"/down-{topic}"
     receiver.default(path, Answer({"code": 500}))
-    task = create(client, topic, receiver.url(path), retry=30,
+    task = submit(client, topic, receiver.url(path), retry=30,
                   retry_policy={"base": 0.2, "factor": 1, "max_duration": 1})
     failed = wait_state(client, task["id"], "failed")
     assert "max_duration" in failed["last_error"]
@@ -234,7 +217,7 @@ def test_batch_items_take_the_new_fields(client: t.Any, receiver: Receiver, topi
 
 
 def test_batch_size_limit(client: t.Any, topic: str) -> None:
-    item = {"topic": topic, "delay": 3600, "callback": "http://127.0.0.1:9/"}
+    item = body(topic, delay=3600)
     response = client.post("/v1/tasks/batch", json={"tasks": [item] * 1001})
     assert response.status_code == 400 and "tasks" in response.get_json()["fields"]
     assert client.post("/v1/tasks/batch", json={"tasks": []}).status_code == 400

@@ -7,27 +7,9 @@ import typing as t
 import pytest
 import redis
 
+from tests.support.api import NOWHERE, create, event_names, events, query, state_of, wait_states
 from tests.support.processes import start_worker, wait_until
 from tests.support.receiver import Answer, Receiver
-
-
-def make(client: t.Any, topic: str, callback: str, delay: float = 0.0, retry: int = 0) -> str:
-    response = client.post("/v1/tasks", json={"topic": topic, "delay": delay, "retry": retry, "callback": callback})
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.get_json()["id"]
-
-
-def state_of(client: t.Any, task_id: str) -> str:
-    return client.get(f"/v1/tasks/{task_id}").get_json()["state"]
-
-
-def wait_states(client: t.Any, ids: t.Iterable[str], state: str, timeout: float = 20) -> None:
-    ids = list(ids)
-    wait_until(lambda: all(state_of(client, i) == state for i in ids), timeout, f"all tasks {state}")
-
-
-def history_events(client: t.Any, task_id: str) -> list[str]:
-    return [e["event"] for e in client.get(f"/v1/tasks/{task_id}/history").get_json()["events"]]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +24,8 @@ def test_paused_topic_holds_tasks_and_resume_fires_each_once(client: t.Any, rece
                                                             topic: str) -> None:
     assert client.post(f"/v1/topics/{topic}/pause").get_json()["paused"] is True
     path = f"/{topic}"
-    ids = [make(client, topic, receiver.url(path), delay=0.2) for _ in range(5)]
-    wait_until(lambda: all("held" in history_events(client, i) for i in ids), 15, "tasks held")
+    ids = [create(client, topic, receiver.url(path), delay=0.2) for _ in range(5)]
+    wait_until(lambda: all("held" in event_names(client, i) for i in ids), 15, "tasks held")
     assert [r for r in receiver.requests if r.path == path] == []
     assert {state_of(client, i) for i in ids} == {"scheduled"}
     resumed = client.post(f"/v1/topics/{topic}/resume").get_json()
@@ -51,7 +33,7 @@ def test_paused_topic_holds_tasks_and_resume_fires_each_once(client: t.Any, rece
     receiver.wait_for(lambda reqs: len({r.task_id for r in reqs if r.path == path}) == 5)
     wait_states(client, ids, "succeeded")
     assert sorted(r.task_id for r in receiver.requests if r.path == path) == sorted(ids)
-    attempts = [client.get(f"/v1/tasks/{i}").get_json()["attempts"] for i in ids]
+    attempts = [query(client, i)["attempts"] for i in ids]
     assert attempts == [1] * 5  # being held is not an attempt
 
 
@@ -60,7 +42,7 @@ def test_rate_limit_holds_across_two_workers(client: t.Any, receiver: Receiver, 
     rate = 5.0
     assert client.patch(f"/v1/topics/{topic}", json={"rate_limit": rate}).status_code == 200
     path = f"/{topic}"
-    ids = [make(client, topic, receiver.url(path), delay=0.1) for _ in range(15)]
+    ids = [create(client, topic, receiver.url(path), delay=0.1) for _ in range(15)]
     receiver.wait_for(lambda reqs: sum(r.path == path for r in reqs) >= 15, timeout=30)
     arrivals = sorted(r.at for r in receiver.requests if r.path == path)
     assert len(arrivals) == 15
@@ -77,7 +59,7 @@ def test_concurrency_limit_holds_across_two_workers(client: t.Any, receiver: Rec
     assert client.patch(f"/v1/topics/{topic}", json={"concurrency": limit}).status_code == 200
     path = f"/{topic}"
     receiver.default(path, Answer(delay=hold))
-    ids = [make(client, topic, receiver.url(path)) for _ in range(8)]
+    ids = [create(client, topic, receiver.url(path)) for _ in range(8)]
     wait_states(client, ids, "succeeded", timeout=30)
     arrivals = sorted(r.at for r in receiver.requests if r.path == path)
     assert len(arrivals) == 8
@@ -90,16 +72,15 @@ def test_circuit_opens_after_failures_in_a_row_and_a_probe_closes_it(client: t.A
                                                                      worker: t.Any, topic: str) -> None:
     path = f"/{topic}"
     receiver.default(path, Answer(status=500, body={"code": 500}))
-    failing = [make(client, topic, receiver.url(path)) for _ in range(5)]
+    failing = [create(client, topic, receiver.url(path)) for _ in range(5)]
     wait_states(client, failing, "failed")
     topic_doc = client.get(f"/v1/topics/{topic}").get_json()
     [circuit] = topic_doc["circuits"]
     assert circuit["state"] == "open" and circuit["failures"] >= 5 and circuit["host"].startswith("127.0.0.1:")
     receiver.default(path, Answer())
-    later = make(client, topic, receiver.url(path))
-    wait_until(lambda: "deferred" in history_events(client, later), 10, "task deferred by the open circuit")
-    history = client.get(f"/v1/tasks/{later}/history").get_json()["events"]
-    assert any(e.get("reason") == "circuit open" for e in history)
+    later = create(client, topic, receiver.url(path))
+    wait_until(lambda: "deferred" in event_names(client, later), 10, "task deferred by the open circuit")
+    assert any(e.get("reason") == "circuit open" for e in events(client, later))
     wait_states(client, [later], "succeeded")
     [circuit] = client.get(f"/v1/topics/{topic}").get_json()["circuits"] or [None]
     assert circuit is None or circuit["state"] == "closed"
@@ -109,7 +90,7 @@ def test_dead_letters_are_listed_replayed_and_deleted(client: t.Any, receiver: R
                                                       topic: str) -> None:
     path = f"/{topic}"
     receiver.default(path, Answer(body={"code": 7}))
-    ids = [make(client, topic, receiver.url(path)) for _ in range(4)]
+    ids = [create(client, topic, receiver.url(path)) for _ in range(4)]
     wait_states(client, ids, "failed")
     listed = client.get(f"/v1/topics/{topic}/dead-letters").get_json()
     assert sorted(task["id"] for task in listed["tasks"]) == sorted(ids)
@@ -132,7 +113,7 @@ def test_failure_callback_is_notified_once(client: t.Any, receiver: Receiver, wo
     path, notices = f"/{topic}", f"/{topic}-failed"
     receiver.default(path, Answer(status=503, body="down"))
     assert client.patch(f"/v1/topics/{topic}", json={"failure_callback": receiver.url(notices)}).status_code == 200
-    task_id = make(client, topic, receiver.url(path), retry=1)
+    task_id = create(client, topic, receiver.url(path), retry=1)
     [notice] = receiver.wait_for(lambda reqs: any(r.path == notices for r in reqs)) and \
         [r for r in receiver.requests if r.path == notices]
     body = notice.json
@@ -142,8 +123,8 @@ def test_failure_callback_is_notified_once(client: t.Any, receiver: Receiver, wo
 
 
 def test_purge_deletes_every_pending_task_of_the_topic_only(client: t.Any, topic: str) -> None:
-    ids = [make(client, topic, "http://127.0.0.1:9/", delay=3600 + i) for i in range(7)]
-    other = make(client, topic + "-kept", "http://127.0.0.1:9/", delay=3600)
+    ids = [create(client, topic, NOWHERE, delay=3600 + i) for i in range(7)]
+    other = create(client, topic + "-kept", NOWHERE, delay=3600)
     purged = client.post(f"/v1/topics/{topic}/purge").get_json()
     assert purged["count"] == 7
     assert {state_of(client, i) for i in ids} == {"deleted"}
@@ -152,7 +133,7 @@ def test_purge_deletes_every_pending_task_of_the_topic_only(client: t.Any, topic
 
 
 def test_topics_list_shows_settings_and_counts(client: t.Any, topic: str) -> None:
-    make(client, topic, "http://127.0.0.1:9/", delay=3600)
+    create(client, topic, NOWHERE, delay=3600)
     client.patch(f"/v1/topics/{topic}", json={"rate_limit": 2.5, "concurrency": 3})
     [doc] = [t for t in client.get("/v1/topics").get_json()["topics"] if t["topic"] == topic]
     assert doc["rate_limit"] == 2.5 and doc["concurrency"] == 3 and doc["counts"]["scheduled"] == 1
@@ -176,9 +157,7 @@ def test_task_failure_callback_wins_over_the_topics(client: t.Any, receiver: Rec
     path, own, topics = f"/{topic}", f"/{topic}-own", f"/{topic}-topic"
     receiver.default(path, Answer(status=500, body="x"))
     client.patch(f"/v1/topics/{topic}", json={"failure_callback": receiver.url(topics)})
-    response = client.post("/v1/tasks", json={"topic": topic, "delay": 0, "callback": receiver.url(path),
-                                              "failure_callback": receiver.url(own)})
-    task_id = response.get_json()["id"]
+    task_id = create(client, topic, receiver.url(path), delay=0, failure_callback=receiver.url(own))
     receiver.wait_for(lambda reqs: any(r.path == own for r in reqs))
     [notice] = [r for r in receiver.requests if r.path == own]
     assert notice.json["id"] == task_id and notice.json["state"] == "failed"

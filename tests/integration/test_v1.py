@@ -5,19 +5,13 @@ import typing as t
 
 import pytest
 
-from tests.support.processes import wait_until
+from tests.support.api import create, event_names, wait_state
 from tests.support.receiver import Answer, Receiver
 
 
-def make(client: t.Any, topic: str, delay: float, callback: str = "http://127.0.0.1:9/", retry: int = 0) -> str:
-    response = client.post("/v1/tasks", json={"topic": topic, "delay": delay, "retry": retry, "callback": callback})
-    assert response.status_code == 201, response.get_data(as_text=True)
-    return response.get_json()["id"]
-
-
 def test_listing_pages_through_every_task_of_a_topic_once(client: t.Any, topic: str) -> None:
-    ids = {make(client, topic, 3600 + i) for i in range(23)}
-    make(client, topic + "-other", 3600)
+    ids = {create(client, topic, delay=3600 + i) for i in range(23)}
+    create(client, topic + "-other", delay=3600)
     seen: list[str] = []
     cursor = None
     for _ in range(20):
@@ -32,8 +26,8 @@ def test_listing_pages_through_every_task_of_a_topic_once(client: t.Any, topic: 
 
 
 def test_listing_filters_by_state(client: t.Any, topic: str) -> None:
-    waiting = make(client, topic, 3600)
-    deleted = make(client, topic, 3600)
+    waiting = create(client, topic, delay=3600)
+    deleted = create(client, topic, delay=3600)
     assert client.delete(f"/v1/tasks/{deleted}").status_code == 200
     page = client.get("/v1/tasks", query_string={"topic": topic, "state": "deleted"}).get_json()
     assert [task["id"] for task in page["tasks"]] == [deleted]
@@ -51,8 +45,8 @@ def test_listing_rejects_bad_arguments(client: t.Any, query: dict[str, t.Any], f
 
 def test_stats_count_states_per_topic(client: t.Any, topic: str) -> None:
     for _ in range(3):
-        make(client, topic, 3600)
-    client.delete(f"/v1/tasks/{make(client, topic, 3600)}")
+        create(client, topic, delay=3600)
+    client.delete(f"/v1/tasks/{create(client, topic, delay=3600)}")
     stats = client.get("/v1/stats").get_json()
     assert stats["topics"][topic]["scheduled"] == 3
     assert stats["topics"][topic]["deleted"] == 1
@@ -69,11 +63,11 @@ def test_unknown_task_is_404_everywhere(client: t.Any) -> None:
 def test_retry_now_gives_a_failed_task_another_attempt(client: t.Any, receiver: Receiver, topic: str) -> None:
     path = f"/v1-{topic}"
     receiver.script(path, Answer({"code": 500}))
-    task_id = make(client, topic, 0, receiver.url(path))
-    wait_until(lambda: client.get(f"/v1/tasks/{task_id}").get_json()["state"] == "failed", 15, "failed")
+    task_id = create(client, topic, receiver.url(path), delay=0)
+    wait_state(client, task_id, "failed")
     assert client.post(f"/v1/tasks/{task_id}/retry").get_json()["previous_state"] == "failed"
     receiver.wait_task(task_id, count=2)
-    wait_until(lambda: client.get(f"/v1/tasks/{task_id}").get_json()["state"] == "succeeded", 15, "succeeded")
-    events = [e["event"] for e in client.get(f"/v1/tasks/{task_id}/history").get_json()["events"]]
+    wait_state(client, task_id, "succeeded")
+    events = event_names(client, task_id)
     assert events[0] == "created" and "requeued" in events and events.count("attempt") == 2
     assert client.post(f"/v1/tasks/{task_id}/retry").status_code == 409
