@@ -7,7 +7,11 @@ the app serving the request.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import re
+import sys
 import typing as t
 
 from flask import current_app, request
@@ -15,6 +19,7 @@ from flask_smorest import Blueprint
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
 
+from httpqueue.api.schemas import MAX_BODY_DEPTH, MAX_CONTENT_DEPTH
 from httpqueue.context import Context
 from httpqueue.exceptions import InvalidInput
 from httpqueue.services import TaskService
@@ -22,20 +27,170 @@ from httpqueue.services import TaskService
 CONTEXT_KEY = "httpqueue"
 SERVICE_KEY = "httpqueue.service"
 
+LARGEST_NUMBER = int(sys.float_info.max)
+"""Numbers beyond a 64-bit float's range (about 1.8e308) are refused: most JSON readers (JavaScript's,
+Go's ``encoding/json`` into a float64), the receivers of content among them, cannot hold them."""
+
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+"""A JSON string literal, or an unterminated one up to the end of the text.
+
+Every match attempt that starts at a quote succeeds (possessive loops, and the
+end of the text closes an unterminated string), so the scan is linear: a
+pattern that could fail would be retried from each escaped quote inside the
+string, quadratic in a body of ``"\\"\\"\\"...``.
+"""
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape in the text: only then can the parsed body hold a lone surrogate."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BodyRefused(ValueError):
+    """The body is JSON that httpqueue refuses (too deep, a duplicate key, NaN...); the message says why."""
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply arrays and objects nest in JSON ``text``, without parsing it.
+
+    Checked before :func:`json.loads`, whose C parser recurses once per level:
+    10,000 nested arrays would raise :class:`RecursionError` (a 500) deep in
+    the parser instead of a 400 at the door. Brackets inside strings do not count.
+    """
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` for a message: JSON-quoted, cut to ``limit`` characters (a 1 MB key is not echoed back)."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return json.dumps(cut)
+
+
+def _unique_object(pairs: list[tuple[str, t.Any]]) -> dict[str, t.Any]:
+    """A JSON object, refused if it has a key twice.
+
+    ``json.loads`` keeps the last of duplicate keys silently, so
+    ``{"delay": 5, "delay": 86400}`` would be taken as either value depending
+    on the reader; refusing it is the only answer every client understands.
+    """
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BodyRefused(f"the request body has the key {_shown(key)} twice in one object; "
+                                  "send each key once")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> t.NoReturn:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are Python's extensions, not JSON (RFC 8259)."""
+    raise BodyRefused(f"the request body contains {name}, which is not a JSON number; "
+                      "send a finite number (or null)")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; refused where it overflows to infinity (``1e400``)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise BodyRefused(f"the number {_shown(text)[1:-1]} in the request body is too large; "
+                          "numbers must be within +-1.8e308 (a 64-bit float)")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    """A JSON integer within a 64-bit float's range.
+
+    Without this, 5,000 digits hit Python's integer conversion limit and the
+    client read advice about ``sys.set_int_max_str_digits()``.
+    """
+    digits = len(text) - text.startswith("-")
+    value = int(text) if digits <= 309 else None
+    if value is None or abs(value) > LARGEST_NUMBER:
+        raise BodyRefused(f"the number {_shown(text)[1:-1]} ({digits} digits) in the request body is too large; "
+                          "numbers must be within +-1.8e308 (a 64-bit float)")
+    return value
+
+
+def _lone_surrogate(value: t.Any, path: str = "") -> str | None:
+    """Where in ``value`` a string (or key) holds a lone UTF-16 surrogate, as a path like ``tasks[0].topic``."""
+    if isinstance(value, str):
+        return (path or "the body")[:80] if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if _SURROGATE.search(key):
+                return _SURROGATE.sub("?", where)[:80] + " (a key)"
+            found = _lone_surrogate(item, where)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def parse_body(data: bytes) -> dict[str, t.Any]:
+    """The request body as a JSON object, or :class:`~werkzeug.exceptions.BadRequest` saying what is wrong.
+
+    Stricter than ``json.loads`` where leniency would store something other
+    than what the client meant or fail later as a 500: the body must be text
+    in a Unicode encoding, a JSON object, at most :data:`MAX_BODY_DEPTH`
+    levels deep, without a key twice in one object, without NaN or Infinity,
+    without numbers beyond a 64-bit float and without lone UTF-16 surrogates
+    (``"\\ud800"`` parses, but is no character: Redis and the receiver could
+    not be sent it).
+    """
+    if not data.strip():
+        raise BadRequest("the request body is empty; send a JSON object")
+    encoding = json.detect_encoding(data)  # UTF-8 (with or without BOM), or UTF-16/32 as RFC 4627 allowed
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request body is not valid {encoding.upper().replace('-SIG', '')}: byte "
+                         f"0x{exc.object[exc.start]:02x} at position {exc.start} cannot be decoded; "
+                         "send JSON encoded as UTF-8") from None
+    depth = nesting_depth(text)
+    if depth > MAX_BODY_DEPTH:
+        raise BadRequest(f"the request body nests arrays and objects {depth} levels deep; at most "
+                         f"{MAX_BODY_DEPTH} are accepted (a task's content at most {MAX_CONTENT_DEPTH})")
+    try:
+        body = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_no_constant,
+                          parse_float=_finite_float, parse_int=_bounded_int)
+    except BodyRefused as exc:
+        raise BadRequest(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}; send a JSON object") from None
+    except RecursionError:  # the depth check counts every level, so this is a backstop only
+        raise BadRequest(f"the request body nests arrays and objects too deeply; at most {MAX_BODY_DEPTH} "
+                         "levels are accepted") from None
+    if not isinstance(body, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(body), "a number")
+        raise BadRequest(f"the request body must be a JSON object ({{...}}) with this endpoint's fields, "
+                         f"not {kind}")
+    if _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate(body)
+        if where:
+            raise BadRequest(f"the request body has a lone UTF-16 surrogate escape (\\ud800-\\udfff without its "
+                             f"pair) in {where}: it is not a character; send valid Unicode text")
+    return body
+
 
 class JsonBodyParser(FlaskParser):
-    """Read the body as JSON whatever its Content-Type, as the original Go httpqueue did; refuse anything else."""
+    """Read the body as JSON whatever its Content-Type, as the original Go httpqueue did; refuse anything else.
+
+    Every JSON endpoint takes an object, so :func:`parse_body`'s refusals
+    (with a message that says what is wrong) apply to all of them alike.
+    """
 
     DEFAULT_VALIDATION_STATUS = 400
 
     def _raw_load_json(self, req: t.Any) -> t.Any:
-        data = req.get_data(cache=True)
-        if not data.strip():
-            raise BadRequest("the request body is empty; send a JSON object")
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+        return parse_body(req.get_data(cache=True))
 
 
 class ApiBlueprint(Blueprint):

@@ -4,6 +4,8 @@
 valid token, 404 for an unknown id or path, 405 for a wrong method, 409 for a
 state conflict, 413 for an oversized body, 503 while Redis is unreachable,
 500 (without a traceback: that goes to the server log) for anything unexpected.
+An answer names at most :data:`MAX_FIELDS` fields and cuts long names and
+messages, so a hostile body cannot make its 400 a megabyte echo of itself.
 """
 from __future__ import annotations
 
@@ -19,9 +21,19 @@ from httpqueue.api.base import ctx
 from httpqueue.exceptions import InvalidInput, ReplicasMissing, StoreUnavailable, TaskConflict, TaskNotFound
 
 
+MAX_MESSAGE = 1000
+"""Longest ``error`` text; a message that quotes the client (a path, an id) is cut there."""
+
+MAX_FIELDS = 20
+"""Most fields named in one 400; a body with 100,000 unknown keys got a 4 MB answer naming each."""
+
+MAX_NAME = 100
+"""Longest field name or message repeated back in ``fields``: a 1 MB key is not echoed whole."""
+
+
 def error(code: int, message: str, fields: t.Any = None, **extra: t.Any) -> Response:
     """A JSON error answer."""
-    body: dict[str, t.Any] = {"code": code, "error": message, **extra}
+    body: dict[str, t.Any] = {"code": code, "error": _clip(message, MAX_MESSAGE), **extra}
     if fields:
         body["fields"] = fields
     response = jsonify(body)
@@ -36,9 +48,13 @@ def unauthorized(message: str) -> Response:
 
 
 def invalid(fields: t.Mapping[str, t.Any]) -> Response:
-    """400 naming each field at fault."""
-    return error(400, "invalid request: " + "; ".join(f"{name}: {' '.join(_flatten(msgs))}"
-                                                     for name, msgs in fields.items()), dict(fields))
+    """400 naming each field at fault (the first :data:`MAX_FIELDS` of them, and how many more)."""
+    shown = {_clip(str(name), MAX_NAME): _clipped(messages) for name, messages in list(fields.items())[:MAX_FIELDS]}
+    more = len(fields) - len(shown)
+    message = "invalid request: " + "; ".join(f"{name}: {' '.join(_flatten(msgs))}" for name, msgs in shown.items())
+    if more > 0:
+        message += f"; and {more} more fields"
+    return error(400, message, shown, **({"more_fields": more} if more > 0 else {}))
 
 
 def register(app: Flask) -> None:
@@ -94,6 +110,23 @@ def _message(exc: HTTPException) -> str:
     if isinstance(exc, BadRequest) and exc.description:
         return str(exc.description)
     return exc.description or exc.name
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters: an error says what is wrong, it does not echo the request."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _clipped(messages: t.Any, depth: int = 0) -> t.Any:
+    """``messages`` (marshmallow's nested dicts and lists of strings) with long names and texts cut."""
+    if depth > 8:
+        return "..."
+    if isinstance(messages, dict):
+        items = list(messages.items())
+        return {_clip(str(k), MAX_NAME): _clipped(v, depth + 1) for k, v in items[:MAX_FIELDS]}
+    if isinstance(messages, list):
+        return [_clipped(m, depth + 1) for m in messages[:MAX_FIELDS]]
+    return _clip(str(messages), MAX_MESSAGE // 2) if isinstance(messages, str) else messages
 
 
 def _flatten(messages: t.Any) -> list[str]:

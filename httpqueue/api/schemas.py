@@ -80,14 +80,43 @@ def _number(value: float | None) -> str:
     return f"{value:g}" if float(value) != int(value) or abs(value) < 1e15 else str(value)
 
 
+def finite(value: numbers.Real) -> bool:
+    """Whether ``value`` is a finite number a float can hold.
+
+    ``math.isfinite`` converts to float first, so an integer beyond about
+    1.8e308 raises :class:`OverflowError` there (it did, as a 500, for
+    ``{"delay": 1e400 written out as digits}``); such an integer is not finite here.
+    """
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+class Pattern(validate.Regexp):
+    """A regular expression the whole value must match.
+
+    ``re.match`` with a trailing ``$`` lets a final newline through, and ``\\Z``
+    is not a JSON Schema (ECMA-262) pattern; ``fullmatch`` needs neither, so the
+    pattern is written ``^...$`` for the OpenAPI document and still exact here.
+    """
+
+    def __call__(self, value: t.Any) -> t.Any:
+        if not isinstance(value, str) or t.cast("re.Pattern[str]", self.regex).fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 class StrictNumber(fields.Number):
-    """A JSON number: not a string, not a boolean, not NaN or infinite."""
+    """A JSON number: not a string, not a boolean, not NaN or infinite, within a float's range."""
 
     num_type = float
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValidationError("must be a number")
+        if not finite(value):
+            raise ValidationError("must be a finite number (at most about 1.8e308)")
         return super()._deserialize(value, attr, data, **kwargs)
 
 
@@ -95,6 +124,12 @@ class StrictInteger(StrictNumber):
     """A JSON integer (``3`` or ``3.0``), not a string or a boolean."""
 
     num_type = int  # type: ignore[assignment]
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        # apispec maps the field by its class (a Number): say "integer" in the OpenAPI document,
+        # so clients and generated tests send whole numbers
+        kwargs["metadata"] = {"type": "integer", **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
         number = super()._deserialize(value, attr, data, **kwargs)
@@ -115,7 +150,7 @@ class ExecuteAt(fields.Field):
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            if not math.isfinite(value) or value < 0:
+            if not finite(value) or value < 0:
                 raise ValidationError("must be a time: Unix seconds >= 0 or an RFC 3339 string")
             return float(value)
         if isinstance(value, str):
@@ -130,6 +165,8 @@ class ExecuteAt(fields.Field):
                 when = datetime.datetime.fromisoformat(f"{stamp.upper()}{(fraction or '')[:7]}{offset.upper()}")
             except ValueError:
                 raise ValidationError("is not an RFC 3339 time (e.g. 2026-12-24T18:00:00Z)") from None
+            if when.timestamp() < 0:  # as for numbers: a due time before 1970 is a mistake, not "fire now"
+                raise ValidationError("is before 1970-01-01T00:00:00Z; give a later time")
             return when.timestamp()
         raise ValidationError("must be a time: Unix seconds or an RFC 3339 string")
 
@@ -150,6 +187,11 @@ DENIED_PREFIXES = ("x-httpqueue-", "proxy-")
 TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+def _name(text: str, limit: int = 64) -> str:
+    """A client's name quoted for a message, cut to ``limit`` characters: a 1 MB name is not echoed back."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def check_headers(headers: t.Mapping[str, t.Any]) -> None:
     """Refuse extra headers that are malformed, too many, too large, or on the deny-list."""
     if len(headers) > MAX_HEADERS:
@@ -158,7 +200,8 @@ def check_headers(headers: t.Mapping[str, t.Any]) -> None:
         raise ValidationError("names a header twice (header names ignore case)")
     for name, value in headers.items():
         if not name or len(name) > 64 or not set(name) <= TOKEN_CHARS:
-            raise ValidationError(f"{name!r} is not a valid header name")
+            raise ValidationError(f"{_name(name)} is not a valid header name (at most 64 letters, digits "
+                                  "and !#$%&'*+-.^_`|~)")
         lowered = name.lower()
         if lowered in DENIED_HEADERS or lowered.startswith(DENIED_PREFIXES):
             raise ValidationError(f"header {name!r} may not be set by a task")
@@ -166,8 +209,14 @@ def check_headers(headers: t.Mapping[str, t.Any]) -> None:
             raise ValidationError(f"header {name!r} needs a string value of at most 1024 characters, one line")
 
 
+NOT_AN_OBJECT = "must be a JSON object ({...}) with the fields listed in the OpenAPI document"
+"""marshmallow's "Invalid input type." for a schema given an array, string or number, said plainly."""
+
+
 class RetryPolicySchema(Schema):
     """How a failed attempt is retried (the default: base ``retry_base``, factor 2, no jitter)."""
+
+    error_messages = {"type": NOT_AN_OBJECT}
 
     class Meta:
         unknown = RAISE
@@ -186,11 +235,33 @@ class RetryPolicySchema(Schema):
 
 
 MAX_CONTENT_DEPTH = 32
-"""Deepest nesting of arrays and objects accepted in ``content`` (and in any request body)."""
+"""Deepest nesting of arrays and objects accepted in ``content``.
+
+A receiver's JSON parser may recurse per level (Python's stops near 1,000,
+some at far fewer), and no payload needs more; 32 is generous for documents.
+"""
+
+MAX_BODY_DEPTH = MAX_CONTENT_DEPTH + 3
+"""Deepest nesting accepted in any request body: room for a batch's ``{"tasks": [{"content": ...}]}``
+around content of :data:`MAX_CONTENT_DEPTH` levels. Checked before the body is parsed."""
+
+
+def nesting(value: t.Any) -> int:
+    """How many levels of arrays and objects ``value`` has (a scalar has 0), without recursion."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, (list, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            level.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class CreateTaskSchema(Schema):
     """A task to create: send ``content`` to ``callback`` after ``delay`` seconds or at ``execute_at``."""
+
+    error_messages = {"type": NOT_AN_OBJECT}
 
     class Meta:
         unknown = RAISE
@@ -216,8 +287,10 @@ class CreateTaskSchema(Schema):
                           metadata={"description": "http(s) URL that receives the request.",
                                     "example": "http://127.0.0.1:8888/"})
     content = fields.Raw(load_default="", allow_none=True,
-                         metadata={"description": "Any JSON value, posted unchanged.", "example": "hello"})
-    id = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9._:-]{1,128}\Z",
+                         metadata={"description": "Any JSON value, posted unchanged. Arrays and objects may "
+                                                  f"nest at most {MAX_CONTENT_DEPTH} levels deep (send deeper "
+                                                  "data as a JSON string).", "example": "hello"})
+    id = fields.String(validate=Pattern(r"^[A-Za-z0-9._:-]{1,128}$",
                                                 error="must be 1 to 128 of A-Z a-z 0-9 . _ : -"),
                        metadata={"description": "Your own task id: a second create with the same id (and the "
                                                 "same fields) returns the first task instead of a new one."})
@@ -248,8 +321,16 @@ class CreateTaskSchema(Schema):
 
     @validates("content")
     def _small(self, value: t.Any, **_: t.Any) -> None:
+        """Shallow enough for any receiver's parser, and small enough for the store."""
+        depth = nesting(value)
+        if depth > MAX_CONTENT_DEPTH:
+            raise ValidationError(f"nests arrays and objects {depth} levels deep; at most {MAX_CONTENT_DEPTH} "
+                                  "are accepted (send deeper data as a JSON string)")
         limit = current_settings().max_content
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        try:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        except UnicodeEncodeError:  # a lone surrogate: the body parser refuses those, other callers may not
+            raise ValidationError("has a lone UTF-16 surrogate (\\ud800-\\udfff): it is not a character") from None
         if size > limit:
             raise ValidationError(f"is {size} bytes of JSON; at most {limit} are accepted")
 

@@ -25,7 +25,7 @@ import json
 import typing as t
 import zoneinfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from httpqueue.exceptions import TaskNotFound
 from httpqueue.store import scripts
@@ -46,9 +46,18 @@ def next_tick_ms(cron: str, tz: str, after_ms: int) -> int:
 
 
 def check_cron(cron: str) -> str | None:
-    """Why ``cron`` is not a valid expression, or None."""
+    """Why ``cron`` is not a valid expression, or None.
+
+    A well-formed expression can still never match (``0 0 31 2 *``: 31
+    February); croniter then raises when asked for the next tick, which the
+    save did (a 500), so it is asked here once.
+    """
     if not croniter.is_valid(cron):
         return "is not a valid cron expression (5 fields, or 6 with seconds last)"
+    try:
+        croniter(cron, datetime.datetime.now(datetime.timezone.utc)).get_next(float)
+    except CroniterBadDateError:
+        return "never matches a date (such as 31 February), so it would never tick"
     return None
 
 
