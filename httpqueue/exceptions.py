@@ -4,7 +4,8 @@ Hierarchy::
 
     HttpqueueError
     ├── StoreUnavailable       Redis (store or broker) cannot be reached; the API answers 503
-    │   └── ReplicasMissing    a create reached fewer replicas than create_min_replicas (503)
+    │   ├── ReplicasMissing    a create reached fewer replicas than create_min_replicas (503)
+    │   └── BrokerUnavailable  the Celery broker does not answer (``/ready``: 503)
     ├── TaskNotFound           no task with this id (never created, or past its retention)
     ├── TaskConflict           the task's state forbids the request (delete while delivering...)
     ├── UnsafeCallbackError    the callback URL points where callbacks may not go (SSRF guard)
@@ -27,7 +28,7 @@ import typing as t
 from httpqueue.config import ConfigError
 
 __all__ = [
-    "CallbackFailed", "CallbackThrottled", "ConfigError", "DeliveryError", "HttpqueueError", "InvalidInput",
+    "BrokerUnavailable", "CallbackFailed", "CallbackThrottled", "ConfigError", "DeliveryError", "HttpqueueError", "InvalidInput",
     "ReplicasMissing", "StoreUnavailable", "TaskConflict", "TaskNotFound", "UnsafeCallbackError",
 ]
 
@@ -42,6 +43,10 @@ class StoreUnavailable(HttpqueueError):
 
 class ReplicasMissing(StoreUnavailable):
     """A write was not acknowledged by enough Redis replicas in time; it may still exist on the master."""
+
+
+class BrokerUnavailable(StoreUnavailable):
+    """The Celery broker cannot be reached: tasks are stored but no message can be sent now."""
 
 
 class TaskNotFound(HttpqueueError):

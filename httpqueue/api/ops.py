@@ -18,7 +18,7 @@ from httpqueue import health as checks
 from httpqueue import metrics
 from httpqueue.api.base import CONTEXT_KEY, ApiBlueprint, ctx
 from httpqueue.api.schemas import ApiErrorSchema
-from httpqueue.exceptions import StoreUnavailable
+from httpqueue.exceptions import BrokerUnavailable, StoreUnavailable
 
 blp = ApiBlueprint("operations", __name__, description="Health, readiness, status and metrics")
 
@@ -97,12 +97,12 @@ def _report() -> checks.Report:
 
 
 def broker_reachable(celery_app: t.Any, timeout: float = 2.0) -> None:
-    """Raise :class:`StoreUnavailable` (503) if the Celery broker does not answer within ``timeout``."""
+    """Raise :class:`BrokerUnavailable` (503) if the Celery broker does not answer within ``timeout``."""
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:  # kombu raises many kinds: all mean "not ready"
-        raise StoreUnavailable(f"the Celery broker is unavailable: {exc}") from exc
+        raise BrokerUnavailable(f"the Celery broker is unavailable: {exc}") from exc
 
 
 def install(app: Flask) -> None:

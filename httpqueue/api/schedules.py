@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing as t
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields
 
 from httpqueue import events
 from httpqueue.api.base import ApiBlueprint, ctx, service

@@ -11,7 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from httpqueue.api.base import ApiBlueprint, ctx, idempotency_key, service
 from httpqueue.api.documents import NEXT_CURSOR, changed_document, stats_document, task_document
-from httpqueue.api.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, CreateTaskSchema, TaskSchema, Pattern
+from httpqueue.api.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, Pattern, TaskSchema
 from httpqueue.exceptions import InvalidInput
 from httpqueue.states import State
 

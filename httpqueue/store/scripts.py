@@ -16,8 +16,13 @@ import redis
 from httpqueue.exceptions import ReplicasMissing, StoreUnavailable
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
-                redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)
-"""Errors that mean "Redis is away or cannot take writes now": the API answers 503."""
+                redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError,
+                redis.exceptions.OutOfMemoryError)
+"""Errors that mean "Redis is away or cannot take writes now": the API answers 503.
+
+Out of memory belongs here: Redis refuses a script that may write before it
+runs any of it (``maxmemory`` with ``noeviction``), so nothing is half-stored,
+and the write succeeds once memory is freed."""
 
 TASK_SCRIPTS = frozenset({"create", "claim", "settle", "delete", "requeue"})
 """Scripts that change one task; they receive :meth:`TaskKeys.as_list` as KEYS."""

@@ -297,3 +297,21 @@ def test_run_gives_up_clearly_when_the_worker_never_comes_up(
     assert output.find("the worker did not report in within 8 s"), output.text()[-3000:]
     assert not output.find("httpqueue listening on")
     assert not output.find("the API did not answer")
+
+
+def test_ready_names_the_broker_when_the_broker_is_away(redis_server: EmbeddedRedis) -> None:
+    """A broker outage is reported as such (not as "Redis is unavailable"), with a 503 and Retry-After."""
+    from httpqueue.api import create_app
+    from httpqueue.celery import app as celery_app
+
+    app = create_app(Settings.load({"redis_url": redis_server.url}, environ={}))
+    saved = celery_app.conf.broker_url
+    celery_app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    try:
+        celery_app.pool.force_close_all()
+        answer = app.test_client().get("/ready")
+    finally:
+        celery_app.conf.broker_url = saved
+        celery_app.pool.force_close_all()
+    assert answer.status_code == 503 and answer.headers["Retry-After"]
+    assert "Celery broker is unavailable" in answer.get_json()["error"]

@@ -134,3 +134,32 @@ def test_every_route_answers_503_while_redis_is_away_and_recovers(own_redis: Emb
             assert "unavailable" not in response.get_json()["error"], response.get_json()
             continue
         assert response.status_code < 500, (label, response.status_code, response.get_data(as_text=True)[:300])
+
+
+def test_redis_out_of_memory_is_a_503_and_stores_nothing(tmp_path: t.Any) -> None:
+    """A Redis at ``maxmemory`` (``noeviction``) refuses writes: a create answers 503, not 500, and nothing is half-stored."""
+    import redis
+
+    from httpqueue.api import create_app
+
+    server = EmbeddedRedis(tmp_path / "oom", port=free_port(), appendonly=False).start()
+    try:
+        raw = redis.Redis.from_url(server.url)
+        raw.config_set("maxmemory-policy", "noeviction")
+        app = create_app(Settings.load({"redis_url": server.url, "callback_allow": ("127.0.0.0/8",),
+                                        "key_prefix": "oom"}, environ={}))
+        client = app.test_client()
+        task = {"topic": "oom", "delay": 3600, "callback": NOWHERE, "content": "x"}
+        assert client.post("/create", json=task).status_code == 200  # the scripts are loaded while there is room
+        before = raw.dbsize()
+        raw.config_set("maxmemory", max(1, int(raw.info("memory")["used_memory"]) - 1024))
+        answer = client.post("/create", json=task)
+        assert answer.status_code == 503, answer.get_data(as_text=True)
+        assert answer.headers["Retry-After"] and "unavailable" in answer.get_json()["error"]
+        batch = client.post("/v1/tasks/batch", json={"tasks": [task, task]})
+        assert batch.status_code == 503
+        assert raw.dbsize() == before
+        raw.config_set("maxmemory", 0)
+        assert client.post("/create", json=task).status_code == 200  # room again: writes go through
+    finally:
+        server.stop()
