@@ -194,7 +194,7 @@ class TaskService:
     def requeue(self, task_id: str) -> Changed:
         """Attempt a failed, scheduled or retrying task now."""
         changed = self.ctx.store.requeue(task_id, now_ms())
-        events.emit("requeue", task_id=task_id, previous_state=changed.previous.value)
+        events.emit("requeue", task_id=task_id, topic=changed.topic, previous_state=changed.previous.value)
         return changed
 
     # -- schedules

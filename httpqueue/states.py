@@ -58,6 +58,9 @@ class Outcome(enum.StrEnum):
 #: Outcomes of a callback that was actually sent (they count as attempts, in metrics and series).
 ATTEMPTED = frozenset({Outcome.SUCCEEDED, Outcome.RETRYING, Outcome.THROTTLED, Outcome.FAILED})
 
+#: Outcomes that park the task in the timer until a later time (the settlement's ``due_ms``).
+PARKED_OUTCOMES = frozenset({Outcome.RETRYING, Outcome.THROTTLED, Outcome.DEFERRED})
+
 #: Outcomes that are not a problem of the receiver (logged at INFO, neutral or good for the circuit breaker).
 QUIET_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.THROTTLED})
 

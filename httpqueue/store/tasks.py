@@ -24,7 +24,7 @@ import typing as t
 import redis
 
 from httpqueue.exceptions import TaskConflict, TaskNotFound
-from httpqueue.states import IN_FLIGHT_STATES, WAITING_STATES, Outcome, State
+from httpqueue.states import IN_FLIGHT_STATES, PARKED_OUTCOMES, WAITING_STATES, Outcome, State
 from httpqueue.store import scripts
 from httpqueue.store.keys import Keys
 from httpqueue.store.records import (
@@ -185,7 +185,7 @@ class TaskStore:
             raise TaskNotFound(f"no task with id {task_id}")
         if reply[0] == "refused":
             raise TaskConflict(f"a {reply[1]} task cannot be retried now", state=reply[1])
-        return Changed(task_id, State(reply[1]), "")
+        return Changed(task_id, State(reply[1]), reply[2])
 
     @translate_errors
     def list_tasks(self, state: State | None = None, topic: str | None = None, cursor: str | None = None,
@@ -370,6 +370,8 @@ class TaskStore:
         """Record several outcomes in one round trip; ``also(calls)`` may add script calls (topic controls)."""
         calls = ScriptCalls(self.redis)
         for st in settlements:
+            if st.outcome in PARKED_OUTCOMES and st.due_ms <= 0:
+                raise ValueError(f"a {st.outcome} settlement needs the time of the next attempt (due_ms)")
             k = self.keys.for_task(st.task_id)
             calls.add(self._scripts["settle"], k.as_list(),
                       [st.task_id, st.gen, st.now_ms, st.outcome, st.due_ms, self.retention_ms,

@@ -212,6 +212,16 @@ def test_turned_away_retrying_task_stays_retrying(fresh_store: TaskStore, view: 
     assert view.stats() == {("retrying", "t"): 1}
 
 
+@pytest.mark.parametrize("outcome", [Outcome.RETRYING, Outcome.THROTTLED, Outcome.DEFERRED])
+def test_settle_refuses_to_park_a_task_without_a_next_time(fresh_store: TaskStore, view: View,
+                                                          outcome: Outcome) -> None:
+    """A parked outcome with no due time would park the task at the epoch: refused before Redis sees it."""
+    dispatch = delivering(fresh_store, NOW)
+    with pytest.raises(ValueError, match="due_ms"):
+        fresh_store.settle(dispatch.task_id, dispatch.gen, NOW, outcome)
+    assert view.raw(dispatch.task_id)["st"] == "delivering"
+
+
 def test_settle_keeps_a_reserved_slot_only_until_the_next_settle(fresh_store: TaskStore, view: View) -> None:
     dispatch = delivering(fresh_store, NOW)
     slot = NOW + 700
@@ -337,7 +347,7 @@ def test_delete_of_a_missing_task_is_not_found(fresh_store: TaskStore, view: Vie
 
 def test_requeue_gives_a_dead_letter_another_attempt(fresh_store: TaskStore, view: View) -> None:
     task_id = settled(fresh_store, NOW, Outcome.FAILED, max_retry=0)
-    assert fresh_store.requeue(task_id, NOW + 500) == Changed(task_id, State.FAILED, "")
+    assert fresh_store.requeue(task_id, NOW + 500) == Changed(task_id, State.FAILED, "t")
     stored = view.raw(task_id)
     assert stored["st"] == "retrying" and "fin" not in stored and stored["lost"] == "0"
     assert stored["due"] == str(NOW + 500) and stored["ex"] == str(NOW) and stored["at"] == "1"

@@ -257,8 +257,6 @@ def test_dead_letters_are_replayed_or_dismissed(context: Context, topics: TopicC
     assert View(store).members("timer", 0) == [dead[0], *sorted(dead[2:])]  # due now, in the order replayed
 
 
-@pytest.mark.xfail(strict=True, reason="admit.lua reserves the half-open probe (p:<host>) before the concurrency and "
-                   "rate checks: a probe turned away by them still blocks the host until the probe window ends")
 def test_a_probe_turned_away_by_the_concurrency_limit_does_not_block_the_next_probe(
         context: Context, topics: TopicControls) -> None:
     topics.configure("t", {"concurrency": 1})

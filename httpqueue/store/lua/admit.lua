@@ -28,6 +28,7 @@ for i = 5, #ARGV, 3 do
   if cfg[1] == '1' then
     verdict = 'held'
   end
+  local probe_host = false  -- this task would be its host's half-open probe, if it goes
   if not verdict then
     local open = tonumber(redis.call('HGET', KEYS[4], 'o:' .. host) or false)
     if open and open > now then
@@ -37,7 +38,7 @@ for i = 5, #ARGV, 3 do
       if probing and probing > now then
         verdict = 'open:' .. math.min(probing, now + wait * 5)
       else
-        redis.call('HSET', KEYS[4], 'p:' .. host, now + probe)
+        probe_host = true
       end
     end
   end
@@ -51,6 +52,9 @@ for i = 5, #ARGV, 3 do
   end
   if not verdict then
     verdict = 'go'
+    -- the probe is reserved only by a task that goes: one turned away by the limits
+    -- must not hold the host's probe window without making an attempt
+    if probe_host then redis.call('HSET', KEYS[4], 'p:' .. host, now + probe) end
     if conc then
       redis.call('ZADD', KEYS[2], now + lease, id)
       running = running + 1

@@ -5,7 +5,7 @@
 -- the timer entry are made together, so the promoter sees both.
 -- KEYS: the task's keys in TaskKeys order (task_keys.lua names them)
 -- ARGV: id, now, event, histmax
--- Returns {'requeued', previous_state} or {'refused', state} or {'missing'}.
+-- Returns {'requeued', previous_state, topic} or {'refused', state} or {'missing'}.
 local id, now = ARGV[1], tonumber(ARGV[2])
 local f = redis.call('HMGET', K_TASK, 'st', 'tp')
 if not f[1] then return {'missing'} end
@@ -23,4 +23,4 @@ redis.call('HSET', K_TASK, 'st', state)
 redis.call('ZADD', K_TIMER, now, id)
 move(K_STATS, f[2], f[1], state)
 record(K_HISTORY, ARGV[3], ARGV[4])
-return {'requeued', f[1]}
+return {'requeued', f[1], f[2]}
