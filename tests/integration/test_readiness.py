@@ -301,17 +301,14 @@ def test_run_gives_up_clearly_when_the_worker_never_comes_up(
 
 def test_ready_names_the_broker_when_the_broker_is_away(redis_server: EmbeddedRedis) -> None:
     """A broker outage is reported as such (not as "Redis is unavailable"), with a 503 and Retry-After."""
+    from celery import Celery
+
     from httpqueue.api import create_app
-    from httpqueue.celery import app as celery_app
+    from httpqueue.api.ops import BROKER_KEY
 
     app = create_app(Settings.load({"redis_url": redis_server.url}, environ={}))
-    saved = celery_app.conf.broker_url
-    celery_app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    try:
-        celery_app.pool.force_close_all()
-        answer = app.test_client().get("/ready")
-    finally:
-        celery_app.conf.broker_url = saved
-        celery_app.pool.force_close_all()
+    # this app's readiness checks a broker where nothing listens (the process's Celery app stays untouched)
+    app.extensions[BROKER_KEY] = Celery("away", broker=f"redis://127.0.0.1:{free_port()}/0")
+    answer = app.test_client().get("/ready")
     assert answer.status_code == 503 and answer.headers["Retry-After"]
     assert "Celery broker is unavailable" in answer.get_json()["error"]
