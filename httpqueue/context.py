@@ -7,7 +7,6 @@ entry points (the Celery task, the CLI, ``create_app``) call :func:`current`.
 """
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -41,53 +40,36 @@ def resolve_redis_url(settings: Settings) -> str:
 
 
 class Context:
-    """Everything a process needs to serve requests or deliver callbacks."""
+    """Everything a process needs to serve requests or deliver callbacks.
+
+    Every part is built here, at once (each is cheap: no connection is opened
+    until first used). Not lazily with :func:`functools.cached_property`: on
+    Python 3.11 its lock belongs to the class, so a prefork child forked while
+    a worker thread (the promoter, the scheduler) was filling in a property
+    inherits that lock held, and its first task hangs for ever on it.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        s = self.settings = settings
         self.redis_url = resolve_redis_url(settings)
         self.keys = Keys(settings.key_prefix, settings.shards)
-
-    @functools.cached_property
-    def store(self) -> TaskStore:
-        s = self.settings
-        return TaskStore(
+        self.store = TaskStore(
             redis_client(self.redis_url, s.sentinel_master), self.keys,
             horizon_ms=s.horizon_ms, lease_ms=s.lease_ms, retention_ms=s.retention_ms, batch=s.promote_batch,
             dead_retention_ms=s.dead_retention_ms, direct_ms=s.direct_ms,
             min_replicas=s.create_min_replicas, replica_timeout_ms=s.replica_timeout_ms)
-
-    @functools.cached_property
-    def topics(self) -> TopicControls:
+        self.topics = TopicControls(self.store, settings)
         """Pause, limits, circuit breakers and dead letters of topics."""
-        return TopicControls(self.store, self.settings)
-
-    @functools.cached_property
-    def schedules(self) -> ScheduleStore:
+        self.schedules = ScheduleStore(self.store)
         """Recurring schedules (cron definitions and their next ticks)."""
-        return ScheduleStore(self.store)
-
-    @functools.cached_property
-    def series(self) -> Series:
+        self.series = Series(self.store)
         """Per-minute delivery statistics (the dashboard's charts)."""
-        return Series(self.store)
-
-    @functools.cached_property
-    def callback_policy(self) -> CallbackPolicy:
+        self.callback_policy = CallbackPolicy.from_strings(settings.callback_allow)
         """Where callbacks may go despite the SSRF guard (``callback_allow``)."""
-        return CallbackPolicy.from_strings(self.settings.callback_allow)
-
-    @functools.cached_property
-    def http(self) -> urllib3.PoolManager:
+        self.http: urllib3.PoolManager = guarded_pool(self.callback_policy, maxsize=DELIVERY_THREADS)
         """urllib3 pool manager for callbacks: keep-alive connections, SSRF-guarded."""
-        return guarded_pool(self.callback_policy, maxsize=DELIVERY_THREADS)
-
-    @functools.cached_property
-    def signer(self) -> WebhookSigner | None:
+        self.signer = WebhookSigner(list(settings.signing_secrets)) if settings.signing_secrets else None
         """Signs callbacks (Standard Webhooks) when ``signing_secrets`` are set."""
-        if not self.settings.signing_secrets:
-            return None
-        return WebhookSigner(list(self.settings.signing_secrets))
 
 
 _current: Context | None = None

@@ -104,6 +104,30 @@ def on_event(name: str, fields: t.Mapping[str, t.Any]) -> None:
 events.subscribe(on_event)
 
 
+def _hold_the_multiprocess_lock_across_fork() -> None:
+    """Never fork while another thread holds prometheus_client's multiprocess lock.
+
+    In multiprocess mode every metric update takes one lock global to the
+    process, "as we presume this means there is no threading going on". A
+    worker has threads (the promoter counts what it promotes), and Celery's
+    prefork pool forks children at start and whenever one is replaced: a
+    child forked while the promoter held the lock would inherit it held and
+    hang at its first metric. So the forking thread takes the lock first and
+    both sides release it after the fork (the standard ``register_at_fork``
+    guard; prometheus_client keeps the lock in a closure, found here).
+    """
+    from prometheus_client import values
+
+    closure = getattr(getattr(values.ValueClass, "inc", None), "__closure__", None) or ()
+    locks = [cell.cell_contents for cell in closure if isinstance(cell.cell_contents, type(threading.Lock()))]
+    if len(locks) == 1:  # multiprocess mode (a single-process value has a lock per value, not shared)
+        lock = locks[0]
+        os.register_at_fork(before=lock.acquire, after_in_parent=lock.release, after_in_child=lock.release)
+
+
+_hold_the_multiprocess_lock_across_fork()
+
+
 class StoreCollector:
     """Gauges read from Redis at scrape time: tasks by state and topic, promoter lag, live workers."""
 
