@@ -5,12 +5,13 @@ module-level and find the app's context and task service on the app.
 """
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, g
 from flask_smorest import Api
 
 from httpqueue import __version__, context
 from httpqueue.api import auth, compat, dashboard, errors, ops, schedules, topics, v1
 from httpqueue.api.base import CONTEXT_KEY, SERVICE_KEY
+from httpqueue.api.schemas import bind_settings, clear_settings, unbind_settings
 from httpqueue.celery import app as celery_app
 from httpqueue.config import Settings
 from httpqueue.publish import Publisher
@@ -34,11 +35,33 @@ def create_app(settings: Settings | None = None) -> Flask:
                                                   "httpqueue's API (`/create`, `/delete`, `/query`) and `/v1`."}},
     )
     api = Api(app)
-    with app.app_context():  # the schemas' limits are this app's settings, in the OpenAPI document too
-        for module in (compat, ops, v1, topics, schedules):
-            api.register_blueprint(module.blp)
+    token = bind_settings(s)
+    try:  # the schemas' limits are this app's settings, in the OpenAPI document too
+        with app.app_context():
+            for module in (compat, ops, v1, topics, schedules):
+                api.register_blueprint(module.blp)
+    finally:
+        unbind_settings(token)
+    _bind_settings_per_request(app, s)
     app.register_blueprint(dashboard.blp)
     errors.register(app)
     ops.install(app)  # the no-worker Warning header on create answers
     auth.install(app, s.api_tokens, errors.unauthorized)
     return app
+
+
+def _bind_settings_per_request(app: Flask, settings: Settings) -> None:
+    """Each request validates against its own app's limits (see :func:`~httpqueue.api.schemas.current_settings`)."""
+
+    @app.before_request
+    def bind() -> None:
+        g.httpqueue_settings_token = bind_settings(settings)
+
+    @app.teardown_request
+    def unbind(_: BaseException | None) -> None:
+        token = g.pop("httpqueue_settings_token", None)
+        if token is not None:
+            try:
+                unbind_settings(token)
+            except ValueError:  # reset from another context: forget the binding instead
+                clear_settings()

@@ -7,10 +7,10 @@ the worker into callbacks.
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import typing as t
 
+from httpqueue import jsoncodec
 from httpqueue.states import Outcome, State
 
 #: Short hash field names (memory per task matters at millions of tasks) and their meaning.
@@ -94,11 +94,11 @@ class TaskRecord:
         def num(name: str, default: int = 0) -> int:
             return int(float(h.get(name, default)))
         return cls(
-            id=task_id, topic=h["tp"], callback=h["cb"], content=json.loads(h["ct"]), state=State(h["st"]),
+            id=task_id, topic=h["tp"], callback=h["cb"], content=jsoncodec.loads(h["ct"]), state=State(h["st"]),
             execute_ms=num("ex", num("due")), due_ms=num("due"), created_ms=num("cr"), max_retry=num("mr"),
             has_retry=num("hr"), attempts=num("at"), gen=num("gen"), throttles=num("th"),
             last_error=h.get("le"), last_code=int(h["lc"]) if h.get("lc") else None,
-            finished_ms=num("fin") if "fin" in h else None, options=json.loads(h.get("opt") or "{}"),
+            finished_ms=num("fin") if "fin" in h else None, options=jsoncodec.loads(h.get("opt") or "{}"),
             slot_ms=num("sl") if h.get("sl") else None,
         )
 

@@ -18,11 +18,11 @@ tests can drive the clock.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing as t
 
 import redis
 
+from httpqueue import jsoncodec
 from httpqueue.exceptions import TaskConflict, TaskNotFound
 from httpqueue.states import IN_FLIGHT_STATES, PARKED_OUTCOMES, WAITING_STATES, Outcome, State
 from httpqueue.store import scripts
@@ -133,12 +133,12 @@ class TaskStore:
         # 'ex' (first due time) is written only when 'due' first moves, and 'mr' only when not 0:
         # at a million parked tasks every field counts
         fields: list[t.Any] = ["tp", task.topic, "cb", task.callback,
-                               "ct", json.dumps(task.content, separators=(",", ":")),
+                               "ct", jsoncodec.dumps(task.content),
                                "due", task.due_ms, "cr", now_ms]
         if task.max_retry:
             fields += ["mr", task.max_retry]
         if task.options:
-            fields += ["opt", json.dumps(task.options, separators=(",", ":"))]
+            fields += ["opt", jsoncodec.dumps(task.options)]
             if task.options.get("timeout"):
                 fields += ["to", int(task.options["timeout"] * 1000)]
         if task.fingerprint:
@@ -156,14 +156,14 @@ class TaskStore:
     def history(self, task_id: str) -> list[dict[str, t.Any]]:
         """The task's recorded lifecycle events, oldest first (``created`` is derived)."""
         record = self.get(task_id)
-        events = [json.loads(e) for e in self.redis.lrange(self.keys.history(task_id), 0, -1)]
+        events = [jsoncodec.loads(e) for e in self.redis.lrange(self.keys.history(task_id), 0, -1)]
         return [{"event": "created", "t": record.created_ms, "due": record.execute_ms}, *events]
 
     @translate_errors
     def delete(self, task_id: str, now_ms: int, *, dismiss_failed: bool = False) -> Changed:
         """Cancel a pending task (or, with ``dismiss_failed``, remove a dead letter). Deleting twice is not an error."""
         k = self.keys.for_task(task_id)
-        event = json.dumps({"event": "deleted", "t": now_ms})
+        event = jsoncodec.dumps({"event": "deleted", "t": now_ms})
         reply = self._scripts["delete"](
             keys=k.as_list(),
             args=[task_id, now_ms, self.retention_ms, event, HISTORY_MAX, 1 if dismiss_failed else 0])
@@ -178,7 +178,7 @@ class TaskStore:
     def requeue(self, task_id: str, now_ms: int) -> Changed:
         """Attempt a failed, scheduled or retrying task now (the dashboard's "retry now")."""
         k = self.keys.for_task(task_id)
-        event = json.dumps({"event": "requeued", "t": now_ms})
+        event = jsoncodec.dumps({"event": "requeued", "t": now_ms})
         reply = self._scripts["requeue"](keys=k.as_list(),
                                          args=[task_id, now_ms, event, HISTORY_MAX])
         if reply[0] == "missing":
@@ -376,7 +376,7 @@ class TaskStore:
             calls.add(self._scripts["settle"], k.as_list(),
                       [st.task_id, st.gen, st.now_ms, st.outcome, st.due_ms, self.retention_ms,
                        "" if st.code is None else st.code, st.error or "",
-                       json.dumps(st.event, separators=(",", ":")) if st.event else "", HISTORY_MAX,
+                       jsoncodec.dumps(st.event) if st.event else "", HISTORY_MAX,
                        self.dead_retention_ms, "" if st.slot_ms is None else st.slot_ms])
         if also is not None:
             also(calls)
