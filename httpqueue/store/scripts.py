@@ -24,7 +24,7 @@ Out of memory belongs here: Redis refuses a script that may write before it
 runs any of it (``maxmemory`` with ``noeviction``), so nothing is half-stored,
 and the write succeeds once memory is freed."""
 
-TASK_SCRIPTS = frozenset({"create", "claim", "settle", "delete", "requeue"})
+TASK_SCRIPTS = frozenset({"claim", "settle", "delete", "requeue"})
 """Scripts that change one task; they receive :meth:`TaskKeys.as_list` as KEYS."""
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])

@@ -98,21 +98,31 @@ class TaskStore:
     @translate_errors
     def create_many(self, tasks: t.Sequence[NewTask], now_ms: int,
                     raise_conflicts: bool = False) -> list[Created | TaskConflict]:
-        """Store many tasks in one round trip (one script call each, pipelined).
+        """Store many tasks in one round trip: one ``create`` script call per shard, pipelined.
 
         Each result is :class:`Created` (new, or ``replayed`` when the same id
         came with the same fingerprint) or the :class:`TaskConflict` of an id
         taken by a different request (raised instead with ``raise_conflicts``).
         """
         ids = [task.task_id or new_id() for task in tasks]
+        by_shard: dict[int, list[int]] = {}
+        for index, task_id in enumerate(ids):
+            by_shard.setdefault(self.keys.shard_of(task_id), []).append(index)
         calls = ScriptCalls(self.redis, self.min_replicas, self.replica_timeout_ms)
-        for task_id, task in zip(ids, tasks):
-            k = self.keys.for_task(task_id)
-            calls.add(self._scripts["create"], k.as_list(),
-                      [task_id, now_ms, task.due_ms, self.direct_ms, self.lease_ms, task.topic,
-                       *self._fields(task, now_ms)])
+        for shard, indexes in by_shard.items():
+            prefix = self.keys.task_prefix(shard)
+            keys = [self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard)]
+            args: list[t.Any] = [now_ms, self.direct_ms, self.lease_ms]
+            for index in indexes:
+                keys.append(prefix + ids[index])
+                args += self._arguments(ids[index], tasks[index])
+            calls.add(self._scripts["create"], keys, args)
+        replies: list[tuple[int, t.Any]] = [(0, None)] * len(ids)
+        for indexes, reply in zip(by_shard.values(), calls.execute() if calls.calls else []):
+            for n, index in enumerate(indexes):
+                replies[index] = (int(reply[2 * n]), reply[2 * n + 1])
         results: list[Created | TaskConflict] = []
-        for task_id, task, (code, detail) in zip(ids, tasks, calls.execute() if calls.calls else []):
+        for task_id, task, (code, detail) in zip(ids, tasks, replies):
             if code == -1:
                 if task.fingerprint and detail == task.fingerprint:
                     results.append(Created(task_id, None, replayed=True))
@@ -129,21 +139,13 @@ class TaskStore:
         return results
 
     @staticmethod
-    def _fields(task: NewTask, now_ms: int) -> list[t.Any]:
-        # 'ex' (first due time) is written only when 'due' first moves, and 'mr' only when not 0:
-        # at a million parked tasks every field counts
-        fields: list[t.Any] = ["tp", task.topic, "cb", task.callback,
-                               "ct", jsoncodec.dumps(task.content),
-                               "due", task.due_ms, "cr", now_ms]
-        if task.max_retry:
-            fields += ["mr", task.max_retry]
-        if task.options:
-            fields += ["opt", jsoncodec.dumps(task.options)]
-            if task.options.get("timeout"):
-                fields += ["to", int(task.options["timeout"] * 1000)]
-        if task.fingerprint:
-            fields += ["fp", task.fingerprint]
-        return fields
+    def _arguments(task_id: str, task: NewTask) -> list[t.Any]:
+        """One task's ARGV group of ``create.lua`` (fixed positions; '' or 0 where it has nothing)."""
+        options = task.options
+        timeout = options.get("timeout") if options else None
+        return [task_id, task.due_ms, task.topic, task.callback, jsoncodec.dumps(task.content), task.max_retry,
+                jsoncodec.dumps(options) if options else "", int(timeout * 1000) if timeout else "",
+                task.fingerprint or ""]
 
     @translate_errors
     def get(self, task_id: str) -> TaskRecord:

@@ -19,7 +19,7 @@ from redis.crc import key_slot
 
 from httpqueue.context import Context
 from httpqueue.states import Outcome
-from httpqueue.store import ScriptCalls, TaskKeys, scripts
+from httpqueue.store import NewTask, ScriptCalls, TaskKeys, scripts
 from httpqueue.store.schedules import Schedule
 from tests.support.store import HOUR_MS, NOWHERE, delivering, parked, settled
 
@@ -51,6 +51,7 @@ class Signature:
     keys: int
     fixed: list[str]
     repeated: list[str]
+    keys_per_item: int = 0  # "KEYS: a, b, then per task: c": one more key for each repeated ARGV group
 
     def accepts(self, args: t.Sequence[t.Any]) -> bool:
         if not self.repeated:
@@ -58,18 +59,28 @@ class Signature:
         extra = len(args) - len(self.fixed)
         return extra >= 0 and extra % len(self.repeated) == 0
 
+    def key_count(self, args: t.Sequence[t.Any]) -> int:
+        """How many KEYS a call with ``args`` must send."""
+        if not self.keys_per_item:
+            return self.keys
+        return self.keys + self.keys_per_item * (len(args) - len(self.fixed)) // len(self.repeated)
+
 
 def signature(name: str) -> Signature:
     text = header(name)
     keys_part = re.search(r"KEYS:(.*?)(?:;|ARGV:|Returns|$)", text)
     argv_part = re.search(r"ARGV:(.*?)(?:Returns|$)", text)
     assert keys_part and argv_part, f"{name}.lua does not document its KEYS and ARGV"
-    keys = len(TaskKeys(*"abcdefgh").as_list()) if "TaskKeys order" in keys_part.group(1) \
-        else len(_names(keys_part.group(1)))
+    keys_text = keys_part.group(1)
+    per_item = 0
+    if "then per" in keys_text:  # "timer, inflight, stats, then per task: task"
+        keys_text, _, group = keys_text.partition("then per")
+        per_item = len(_names(group.partition(":")[2]))
+    keys = len(TaskKeys(*"abcdefgh").as_list()) if "TaskKeys order" in keys_text else len(_names(keys_text))
     argv = argv_part.group(1)
     if "then per" in argv:  # "..., then per task: id, host, slot"
         fixed, _, group = argv.partition("then per")
-        return Signature(keys, _names(fixed), _names(group.partition(":")[2]))
+        return Signature(keys, _names(fixed), _names(group.partition(":")[2]), per_item)
     names = _names(argv)
     if names and names[-1] == "...":  # "..., field, value, ..." (pairs, possibly shown twice)
         start = names.index("field")
@@ -128,32 +139,48 @@ class Recorder:
     """Wraps a registered script: records each call's KEYS and ARGV, then runs the real script."""
 
     def __init__(self, script: t.Any) -> None:
-        self.script = script
+        self.inner = script
         self.calls: list[tuple[list[str], list[t.Any]]] = []
 
-    def __call__(self, keys: t.Sequence[t.Any] = (), args: t.Sequence[t.Any] = (), client: t.Any = None) -> t.Any:
+    def record(self, keys: t.Sequence[t.Any], args: t.Sequence[t.Any]) -> None:
         self.calls.append(([str(k) for k in keys], list(args)))
-        return self.script(keys=keys, args=args, client=client)
+
+    def __call__(self, keys: t.Sequence[t.Any] = (), args: t.Sequence[t.Any] = (), client: t.Any = None) -> t.Any:
+        self.record(keys, args)
+        return self.inner(keys=keys, args=args, client=client)
 
     def __getattr__(self, name: str) -> t.Any:
-        return getattr(self.script, name)
+        return getattr(self.inner, name)
 
 
 @pytest.fixture
-def recorded(make_context: t.Callable[..., Context]) -> tuple[Context, dict[str, Recorder]]:
-    """A context whose every script call is recorded (one call per round trip, so none is pipelined)."""
+def recorded(make_context: t.Callable[..., Context],
+             monkeypatch: pytest.MonkeyPatch) -> tuple[Context, dict[str, Recorder]]:
+    """A context whose every script call is recorded, direct or sent in a pipeline of several."""
     context = make_context(shards=4)
     recorders: dict[str, Recorder] = {}
     for owner in (context.store, context.topics, context.schedules):
         for name, script in list(owner._scripts.items()):
             owner._scripts[name] = recorders[name] = Recorder(script)
     context.series.script = recorders["series"] = Recorder(context.series.script)
+    add = ScriptCalls.add
+
+    def recording_add(self: ScriptCalls, script: t.Any, keys: list[t.Any], args: list[t.Any]) -> None:
+        if isinstance(script, Recorder):
+            script.record(keys, args)
+            script = script.inner
+        add(self, script, keys, args)
+
+    monkeypatch.setattr(ScriptCalls, "add", recording_add)
     return context, recorders
 
 
 def exercise(context: Context) -> None:
     """Every script, through the public methods, once or more."""
     store, topics = context.store, context.topics
+    store.create_many([NewTask("b", NOWHERE, {"n": n}, NOW + (n % 2) * HOUR_MS, n % 3,
+                               {"timeout": 2} if n == 1 else None, f"batch-{n}", "fp" if n == 2 else None)
+                       for n in range(12)], NOW)  # a batch: several tasks per shard in one call
     task_id = parked(store, NOW)
     store.requeue(task_id, NOW)
     for shard in range(context.keys.shards):
@@ -187,7 +214,7 @@ def test_every_call_sends_the_documented_keys_and_argv(recorded: tuple[Context, 
     for name, recorder in recorders.items():
         sig = signature(name)
         for keys, args in recorder.calls:
-            assert len(keys) == sig.keys, (name, keys)
+            assert len(keys) == sig.key_count(args), (name, keys)
             assert sig.accepts(args), f"{name}: {len(args)} ARGV, documented {sig.fixed} + {sig.repeated}*n"
             assert len({key_slot(k.encode()) for k in keys}) == 1, f"{name} touches several cluster slots: {keys}"
             assert all(k.startswith(f"{context.keys.prefix}:") for k in keys), keys
@@ -200,6 +227,18 @@ def test_task_scripts_get_the_task_keys_of_the_id_they_change(recorded: tuple[Co
         assert recorders[name].calls, name
         for keys, args in recorders[name].calls:
             assert keys == context.keys.for_task(args[0]).as_list(), name
+
+
+def test_create_gets_its_shard_keys_then_each_task_of_that_shard(
+        recorded: tuple[Context, dict[str, Recorder]]) -> None:
+    context, recorders = recorded
+    exercise(context)
+    k = context.keys
+    assert any(len(keys) > 4 for keys, _ in recorders["create"].calls)  # a call carried several tasks
+    for keys, args in recorders["create"].calls:
+        ids = args[3::9]
+        [shard] = {k.shard_of(task_id) for task_id in ids}
+        assert keys == [k.timer(shard), k.inflight(shard), k.stats(shard), *(k.task(i) for i in ids)]
 
 
 def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[str, Recorder]]) -> None:

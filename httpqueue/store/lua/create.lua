@@ -1,22 +1,47 @@
--- create: refuse a duplicate id, store the task hash, and either park the task in
--- the timer (due later than `direct`, so a promoter pass batches it with others) or mark it queued with an in-flight lease
--- (the caller then publishes the ETA message; should it die first, the lease
--- runs out and a promoter publishes it instead). All or nothing.
--- KEYS: the task's keys in TaskKeys order (task_keys.lua names them)
--- ARGV: id, now, due, direct, lease, topic, field, value, ...
--- Returns {1, gen} when the caller must publish, {0, 0} when parked, {-1, fingerprint} if the id
--- exists (the stored request fingerprint, '' if none: the caller decides between replay and conflict).
-local id, now, due = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local direct, lease, topic = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-if redis.call('EXISTS', K_TASK) == 1 then return {-1, redis.call('HGET', K_TASK, 'fp') or ''} end
-redis.call('HSET', K_TASK, unpack(ARGV, 7))
-if due <= now + direct then
-  redis.call('HSET', K_TASK, 'st', 'queued', 'gen', 1)
-  redis.call('ZADD', K_INFLIGHT, due + lease, id)
-  move(K_STATS, topic, nil, 'queued')
-  return {1, 1}
+-- create: store new tasks of one shard. For each task: refuse a duplicate id, store
+-- the task hash, and either park the task in the timer (due later than `direct`, so
+-- a promoter pass batches it with others) or mark it queued with an in-flight lease
+-- (the caller then publishes its ETA message; should it die first, the lease runs
+-- out and a promoter publishes it instead). Each task all or nothing; one call per
+-- shard for a whole batch, so a batch costs one script run per shard, not per task.
+-- KEYS: timer, inflight, stats, then per task: task
+-- ARGV: now, direct, lease, then per task: id, due, topic, callback, content, max_retry, options, timeout, fingerprint
+--   (max_retry '0', options, timeout and fingerprint '' when the task has none: such fields are not stored)
+-- Returns per task two values: 1, gen when the caller must publish; 0, 0 when parked; -1, fingerprint
+-- if the id exists (the stored request fingerprint, '' if none: the caller decides replay or conflict).
+local now, direct, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+local n = 3
+for i = 4, #ARGV, 9 do
+  n = n + 1
+  local key, id, due, topic = KEYS[n], ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  if redis.call('EXISTS', key) == 1 then
+    out[#out + 1] = -1
+    out[#out + 1] = redis.call('HGET', key, 'fp') or ''
+  else
+    local queued = due <= now + direct
+    local f = {'tp', topic, 'cb', ARGV[i + 3], 'ct', ARGV[i + 4], 'due', ARGV[i + 1], 'cr', ARGV[1],
+               'st', queued and 'queued' or 'scheduled'}
+    -- 'ex' (first due time) is written only when 'due' first moves, and 'mr' only when not 0:
+    -- at a million parked tasks every field counts
+    if ARGV[i + 5] ~= '0' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 5] end
+    if ARGV[i + 6] ~= '' then f[#f + 1] = 'opt'; f[#f + 1] = ARGV[i + 6] end
+    if ARGV[i + 7] ~= '' then f[#f + 1] = 'to'; f[#f + 1] = ARGV[i + 7] end
+    if ARGV[i + 8] ~= '' then f[#f + 1] = 'fp'; f[#f + 1] = ARGV[i + 8] end
+    if queued then
+      f[#f + 1] = 'gen'; f[#f + 1] = 1
+      redis.call('HSET', key, unpack(f))
+      redis.call('ZADD', KEYS[2], due + lease, id)
+      move(KEYS[3], topic, nil, 'queued')
+      out[#out + 1] = 1
+      out[#out + 1] = 1
+    else
+      redis.call('HSET', key, unpack(f))
+      redis.call('ZADD', KEYS[1], due, id)
+      move(KEYS[3], topic, nil, 'scheduled')
+      out[#out + 1] = 0
+      out[#out + 1] = 0
+    end
+  end
 end
-redis.call('HSET', K_TASK, 'st', 'scheduled')
-redis.call('ZADD', K_TIMER, due, id)
-move(K_STATS, topic, nil, 'scheduled')
-return {0, 0}
+return out
