@@ -5,10 +5,13 @@ module-level and find the app's context and task service on the app.
 """
 from __future__ import annotations
 
-from flask import Flask, g
+import typing as t
+
+from flask import Flask, Response, g
+from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
-from httpqueue import __version__, context
+from httpqueue import __version__, context, jsoncodec
 from httpqueue.api import auth, compat, dashboard, errors, ops, schedules, topics, v1
 from httpqueue.api.base import CONTEXT_KEY, SERVICE_KEY
 from httpqueue.api.schemas import bind_settings, clear_settings, unbind_settings
@@ -25,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         context.install(settings)  # Celery's configuration reads the process's context
     s = ctx.settings
     app = Flask("httpqueue")
+    app.json = JsonProvider(app)
     app.extensions[CONTEXT_KEY] = ctx
     app.extensions[SERVICE_KEY] = TaskService(ctx, Publisher(celery_app))
     app.extensions[ops.BROKER_KEY] = celery_app
@@ -48,6 +52,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     ops.install(app)  # the no-worker Warning header on create answers
     auth.install(app, s.api_tokens, errors.unauthorized)
     return app
+
+
+class JsonProvider(DefaultJSONProvider):
+    """Answers encoded by orjson (:mod:`httpqueue.jsoncodec`): a batch's thousand results, a page of tasks."""
+
+    def dumps(self, obj: t.Any, **kwargs: t.Any) -> str:
+        return jsoncodec.dumps(obj).decode()
+
+    def loads(self, s: str | bytes, **kwargs: t.Any) -> t.Any:
+        return jsoncodec.loads(s)
+
+    def response(self, *args: t.Any, **kwargs: t.Any) -> Response:
+        body = jsoncodec.dumps(self._prepare_response_obj(args, kwargs))
+        return t.cast(Response, self._app.response_class(body, mimetype=self.mimetype))
 
 
 def _bind_settings_per_request(app: Flask, settings: Settings) -> None:
