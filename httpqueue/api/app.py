@@ -65,7 +65,8 @@ class JsonProvider(DefaultJSONProvider):
 
     def response(self, *args: t.Any, **kwargs: t.Any) -> Response:
         body = jsoncodec.dumps(self._prepare_response_obj(args, kwargs))
-        return t.cast(Response, self._app.response_class(body, mimetype=self.mimetype))
+        response_class = t.cast(type[Response], self._app.response_class)
+        return response_class(body, mimetype=self.mimetype)
 
 
 def _bind_settings_per_request(app: Flask, settings: Settings) -> None:
