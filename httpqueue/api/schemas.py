@@ -223,7 +223,8 @@ class StrictNumber(fields.Number):
             raise ValidationError("must be a number")
         if not finite(value):
             raise ValidationError("must be a finite number (at most about 1.8e308)")
-        return super()._deserialize(value, attr, data, **kwargs)
+        # what fields.Number would do after its own checks (the ones above are stricter): convert
+        return self.num_type(value)
 
 
 class StrictInteger(StrictNumber):
