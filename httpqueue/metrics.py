@@ -63,11 +63,15 @@ OUTCOME_COUNTERS = {Outcome.SUCCEEDED: DELIVERED, Outcome.RETRYING: RETRIED, Out
 
 _topics: set[str] = set()
 _topics_lock = threading.Lock()
+_children: dict[tuple[int, str], t.Any] = {}
+"""Labelled children of the per-topic metrics, by (metric, label): ``labels()`` costs more than a dict lookup."""
 
 
 def topic_label(topic: t.Any) -> str:
     """The topic as a label value, or ``other`` once this process has seen :data:`MAX_TOPICS` topics."""
     name = str(topic or "")
+    if name in _topics:  # a seen topic (the set only grows): no lock
+        return name
     with _topics_lock:
         if name in _topics:
             return name
@@ -77,28 +81,49 @@ def topic_label(topic: t.Any) -> str:
     return OTHER
 
 
+def for_topic(metric: t.Any, topic: t.Any) -> t.Any:
+    """``metric.labels(topic_label(topic))``, kept (at most :data:`MAX_TOPICS` + 1 children per metric)."""
+    label = topic_label(topic)
+    key = (id(metric), label)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(label)
+    return child
+
+
+def _attempt(fields: t.Mapping[str, t.Any]) -> None:
+    topic = topic_label(fields.get("topic"))
+    counter = OUTCOME_COUNTERS.get(fields.get("outcome", ""))
+    if counter is not None:
+        for_topic(counter, topic).inc()
+    RESPONSES.labels(topic, str(fields.get("code") if fields.get("code") is not None else "none")).inc()
+    for_topic(CALLBACK_SECONDS, topic).observe(max(0.0, float(fields.get("duration_ms") or 0) / 1000))
+    for_topic(LATENESS_SECONDS, topic).observe(max(0.0, float(fields.get("late_ms") or 0) / 1000))
+
+
+def _created_batch(fields: t.Mapping[str, t.Any]) -> None:
+    """A batch create: one increment per topic, by the number of tasks created in it."""
+    for topic, count in (fields.get("topics") or {}).items():
+        for_topic(CREATED, topic).inc(count)
+
+
+_HANDLERS: dict[str, t.Callable[[t.Mapping[str, t.Any]], None]] = {
+    "create": lambda f: for_topic(CREATED, f.get("topic")).inc(),
+    "create_batch": _created_batch,
+    "attempt": _attempt,
+    "delete": lambda f: for_topic(DELETED, f.get("topic")).inc(),
+    "deferred": lambda f: for_topic(DEFERRED, f.get("topic")).inc(int(f.get("count") or 1)),
+    "promoted": lambda f: PROMOTED.inc(int(f.get("count") or 0)),
+    "reclaimed": lambda f: RECLAIMED.inc(int(f.get("count") or 0)),
+    "circuit_open": lambda f: for_topic(CIRCUITS, f.get("topic")).inc(),
+}
+
+
 def on_event(name: str, fields: t.Mapping[str, t.Any]) -> None:
     """Update the metrics for one lifecycle event (an :mod:`httpqueue.events` listener)."""
-    if name == "create":
-        CREATED.labels(topic_label(fields.get("topic"))).inc()
-    elif name == "attempt":
-        topic = topic_label(fields.get("topic"))
-        counter = OUTCOME_COUNTERS.get(fields.get("outcome", ""))
-        if counter is not None:
-            counter.labels(topic).inc()
-        RESPONSES.labels(topic, str(fields.get("code") if fields.get("code") is not None else "none")).inc()
-        CALLBACK_SECONDS.labels(topic).observe(max(0.0, float(fields.get("duration_ms") or 0) / 1000))
-        LATENESS_SECONDS.labels(topic).observe(max(0.0, float(fields.get("late_ms") or 0) / 1000))
-    elif name == "delete":
-        DELETED.labels(topic_label(fields.get("topic"))).inc()
-    elif name == "deferred":
-        DEFERRED.labels(topic_label(fields.get("topic"))).inc(int(fields.get("count") or 1))
-    elif name == "promoted":
-        PROMOTED.inc(int(fields.get("count") or 0))
-    elif name == "reclaimed":
-        RECLAIMED.inc(int(fields.get("count") or 0))
-    elif name == "circuit_open":
-        CIRCUITS.labels(topic_label(fields.get("topic"))).inc()
+    handler = _HANDLERS.get(name)
+    if handler is not None:
+        handler(fields)
 
 
 events.subscribe(on_event)

@@ -18,7 +18,7 @@ import secrets
 import typing as t
 import uuid
 
-from httpqueue import events
+from httpqueue import events, logs
 from httpqueue.clock import now_ms
 from httpqueue.context import Context
 from httpqueue.delivery.ssrf import check_url, redact_url
@@ -29,6 +29,9 @@ from httpqueue.store.schedules import Schedule, check_cron, check_timezone
 
 OPTION_FIELDS = ("method", "headers", "timeout", "success", "retry_policy", "failure_callback")
 """Fields of a create request that are delivery options, kept with the task (``opt``)."""
+
+BATCH_LOG_IDS = 5
+"""Task ids a batch create's log record names (the first ones created; each task's own record is at DEBUG)."""
 
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d1a4e-8d0b-4c1e-9a53-1f0a4b2f7c11")
 """UUIDv5 namespace that turns an ``Idempotency-Key`` into a task id."""
@@ -173,16 +176,27 @@ class TaskService:
                 results.append(BatchItem(error="invalid task", fields=exc.fields))
         created = self.ctx.store.create_many([task for _, task in valid], now)
         dispatches: list[Dispatch] = []
+        per_topic: dict[str, int] = {}
+        first_ids: list[str] = []
+        replayed = 0
+        log_each = logs.enabled(logging.DEBUG)
         for (index, task), outcome in zip(valid, created):
             if isinstance(outcome, TaskConflict):
                 results[index] = BatchItem(error=str(outcome), fields={"id": ["taken by a different request"]})
                 continue
             results[index] = BatchItem(task_id=outcome.task_id, replayed=outcome.replayed)
-            if not outcome.replayed:
-                self._emit_created(outcome.task_id, task)
-                if outcome.dispatch is not None:
-                    dispatches.append(outcome.dispatch)
+            if outcome.replayed:
+                replayed += 1
+                continue
+            per_topic[task.topic] = per_topic.get(task.topic, 0) + 1
+            if len(first_ids) < BATCH_LOG_IDS:
+                first_ids.append(outcome.task_id)
+            if log_each:  # the single create's record, at DEBUG (the batch's own record is at INFO)
+                logs.log_event("create", logging.DEBUG, self._created_fields(outcome.task_id, task))
+            if outcome.dispatch is not None:
+                dispatches.append(outcome.dispatch)
         self._publish_due(dispatches, now)
+        self._emit_batch(per_topic, first_ids, replayed, len(items))
         return results
 
     def delete(self, task_id: str) -> Changed:
@@ -251,7 +265,26 @@ class TaskService:
 
     @staticmethod
     def _emit_created(task_id: str, task: NewTask) -> None:
-        events.emit("create", task_id=task_id, topic=task.topic, due_ms=task.due_ms, max_retry=task.max_retry,
-                    callback=redact_url(task.callback))
+        events.emit("create", **TaskService._created_fields(task_id, task))
+
+    @staticmethod
+    def _created_fields(task_id: str, task: NewTask) -> dict[str, t.Any]:
+        """The fields of a ``create`` event (and of the single create's log line)."""
+        return {"task_id": task_id, "topic": task.topic, "due_ms": task.due_ms, "max_retry": task.max_retry,
+                "callback": redact_url(task.callback)}
+
+    @staticmethod
+    def _emit_batch(per_topic: dict[str, int], first_ids: list[str], replayed: int, submitted: int) -> None:
+        """One ``create_batch`` event for a batch create (the metrics count it per topic; one log record)."""
+        count = sum(per_topic.values())
+        if not count and not replayed:
+            return
+        extra: dict[str, t.Any] = {}
+        if replayed:
+            extra["replayed"] = replayed
+        refused = submitted - count - replayed
+        if refused:
+            extra["refused"] = refused
+        events.emit("create_batch", count=count, topics=per_topic, first_ids=first_ids, **extra)
 
 

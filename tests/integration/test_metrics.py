@@ -1,6 +1,7 @@
 """Prometheus metrics: counters from events, gauges from Redis, summed across processes."""
 from __future__ import annotations
 
+import logging
 import re
 import typing as t
 
@@ -8,6 +9,7 @@ import pytest
 import redis
 import requests
 
+from httpqueue import events
 from httpqueue.embedded import EmbeddedRedis, free_port
 from tests.support.processes import settings_env, start_api, start_worker, wait_until
 from tests.support.receiver import Receiver
@@ -34,6 +36,44 @@ def test_metrics_show_counts_from_redis_and_this_process(client: t.Any, topic: s
     assert sample(text, "httpqueue_tasks_created_total", topic=topic) == 3
     assert sample(text, "httpqueue_promoter_lag_seconds") is not None
     assert "# TYPE httpqueue_firing_lateness_seconds histogram" in text
+
+
+def test_a_batch_create_is_one_event_counted_per_topic_and_one_log_record(client: t.Any, topic: str,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[str, dict[str, t.Any]]] = []
+
+    def listener(name: str, fields: t.Mapping[str, t.Any]) -> None:
+        if name.startswith("create"):
+            seen.append((name, dict(fields)))
+
+    other = f"{topic}-b"
+    tasks = [{"topic": topic if n < 3 else other, "delay": 3600, "callback": f"http://127.0.0.1:9/{n}"}
+             for n in range(5)]
+    tasks.insert(2, {"topic": topic, "delay": 3600, "callback": "http://169.254.169.254/"})  # refused
+    events.subscribe(listener)
+    try:
+        caplog.set_level(logging.INFO, logger="httpqueue")
+        results = client.post("/v1/tasks/batch", json={"tasks": tasks}).get_json()["results"]
+        caplog.set_level(logging.DEBUG, logger="httpqueue")
+        client.post("/v1/tasks/batch", json={"tasks": tasks[:2]})
+    finally:
+        events.unsubscribe(listener)
+    ids = [r["id"] for r in results if "id" in r]
+    assert len(ids) == 5 and "error" in results[2]
+    assert seen == [
+        ("create_batch", {"count": 5, "topics": {topic: 3, other: 2}, "first_ids": ids, "refused": 1}),
+        ("create_batch", {"count": 2, "topics": {topic: 2}, "first_ids": seen[1][1]["first_ids"]}),
+    ]
+    created = [r for r in caplog.records if getattr(r, "event", "").startswith("create")]
+    # INFO: one record for the batch; DEBUG: the batch's and one per task, each the single create's record
+    assert [(r.event, r.levelno) for r in created] == [  # type: ignore[attr-defined]
+        ("create_batch", logging.INFO), ("create", logging.DEBUG), ("create", logging.DEBUG),
+        ("create_batch", logging.INFO)]
+    per_task = created[1].fields  # type: ignore[attr-defined]
+    assert set(per_task) == {"task_id", "topic", "due_ms", "max_retry", "callback"}
+    text = client.get("/metrics").get_data(as_text=True)
+    assert sample(text, "httpqueue_tasks_created_total", topic=topic) == 5
+    assert sample(text, "httpqueue_tasks_created_total", topic=other) == 2
 
 
 @pytest.fixture
