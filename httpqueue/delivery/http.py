@@ -6,15 +6,24 @@ The callback is ``POST <url>`` with JSON ``{"id","topic","content"}``. The answe
 connection error is a failed attempt. Outcomes other than success are raised as
 :class:`~httpqueue.exceptions.DeliveryError` subclasses, which the Celery task
 turns into retries.
+
+Callbacks are sent by :func:`send_async` through the worker process's
+aiohttp client (:mod:`httpqueue.delivery.aio`, one event loop thread); failure
+notices, which are rare, by :func:`notify` through the urllib3 pool of the
+context (:func:`send` is the same callback through urllib3). Both build the
+request with :func:`callback_body` and :func:`callback_headers`, keep the same
+guard, limits and deadline, and judge the answer with :func:`judge`.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email.utils
 import json
 import time
 import typing as t
 
+import aiohttp
 import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
@@ -22,6 +31,9 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from httpqueue import __version__
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled
 from httpqueue.store.records import TaskRecord
+
+if t.TYPE_CHECKING:
+    from httpqueue.delivery.aio import CallbackClient
 
 SUCCESS_CODE = 100
 THROTTLE_CODE = 101
@@ -39,6 +51,10 @@ RETRIES = {follow: urllib3.Retry(total=None, connect=0, read=0, status=0, other=
                                  redirect=MAX_REDIRECTS if follow else 0, raise_on_redirect=False)
            for follow in (False, True)}
 """No retries inside an attempt (the task's retry policy decides), and redirects only when followed."""
+
+
+USER_AGENT = f"httpqueue/{__version__}"
+"""The ``User-Agent`` of every callback."""
 
 
 class AnswerTooSlow(Exception):
@@ -70,7 +86,7 @@ def callback_headers(task: TaskRecord, attempt: int, body: bytes, signer: Signer
     (the create schema refuses those names anyway).
     """
     headers = {**(task.options or {}).get("headers", {}),
-        "Content-Type": "application/json", "User-Agent": f"httpqueue/{__version__}",
+        "Content-Type": "application/json", "User-Agent": USER_AGENT,
         "X-Httpqueue-Id": task.id, "X-Httpqueue-Attempt": str(attempt),
         "X-Httpqueue-Topic": task.topic.encode("ascii", "backslashreplace").decode(),
         "X-Httpqueue-Due": str(task.due_ms),
@@ -80,20 +96,52 @@ def callback_headers(task: TaskRecord, attempt: int, body: bytes, signer: Signer
     return headers
 
 
+def request_of(task: TaskRecord, attempt: int, timeout: float,
+               signer: Signer | None) -> tuple[str, float, bytes, dict[str, str]]:
+    """The callback's method, timeout, body and headers: the task's options over the defaults.
+
+    The options choose the method (GET and DELETE carry no body), the timeout
+    and the success rule; ``timeout`` is the default.
+    """
+    options = task.options or {}
+    method = options.get("method", "POST")
+    body = callback_body(task) if method not in BODYLESS else b""
+    headers = callback_headers(task, attempt, body, signer)
+    if not body:
+        headers.pop("Content-Type", None)
+    return method, float(options.get("timeout") or timeout), body, headers
+
+
+async def send_async(client: CallbackClient, task: TaskRecord, attempt: int, *, timeout: float,
+                     follow_redirects: bool = False, signer: Signer | None = None) -> Delivered:
+    """Send one callback through the process's aiohttp client (on its loop); as :func:`send` otherwise.
+
+    Returns on success; raises ``CallbackFailed``/``CallbackThrottled`` for a
+    failed or throttled attempt and ``UnsafeCallbackError`` when the guard
+    refuses the destination, with the same messages as :func:`send`.
+    """
+    method, timeout, body, headers = request_of(task, attempt, timeout, signer)
+    started = time.perf_counter()
+    try:
+        status, raw, retry_after = await client.exchange(method, task.callback, body, headers, timeout,
+                                                         follow_redirects)
+    except asyncio.TimeoutError as exc:  # before OSError: it is one (and so are aiohttp's timeouts)
+        raise CallbackFailed(f"no answer within {timeout:g}s", duration=time.perf_counter() - started) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
+    return judge(status, raw, retry_after, time.perf_counter() - started,
+                 (task.options or {}).get("success", "code100"))
+
+
 def send(http: urllib3.PoolManager, task: TaskRecord, attempt: int, *, timeout: float,
          follow_redirects: bool = False, signer: Signer | None = None) -> Delivered:
-    """Send one callback; return on success, raise ``CallbackFailed``/``CallbackThrottled`` otherwise.
+    """Send one callback through urllib3; return on success, raise ``CallbackFailed``/``CallbackThrottled`` otherwise.
 
     The task's options choose the method (GET and DELETE carry no body), the
     timeout and the success rule; ``timeout`` is the default.
     """
     options = task.options or {}
-    method = options.get("method", "POST")
-    timeout = float(options.get("timeout") or timeout)
-    body = callback_body(task) if method not in BODYLESS else b""
-    headers = callback_headers(task, attempt, body, signer)
-    if not body:
-        headers.pop("Content-Type", None)
+    method, timeout, body, headers = request_of(task, attempt, timeout, signer)
     started = time.perf_counter()
     try:
         status, raw, retry_after = _exchange(http, method, task.callback, body, headers, timeout, follow_redirects)

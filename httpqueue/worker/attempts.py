@@ -1,8 +1,9 @@
 """One callback attempt and what follows from it: the outcome, the next due time, and recording it.
 
 The Celery task (:mod:`httpqueue.worker.tasks`) claims and admits a message's
-tasks; :func:`attempt` then sends each callback (on the launcher's I/O threads)
-and decides the :class:`~httpqueue.states.Outcome`; :func:`record` stores a
+tasks; :func:`attempt_async` then sends each callback (on the process's
+delivery loop, through the launcher) and decides the
+:class:`~httpqueue.states.Outcome`; :func:`record` stores a
 message's outcomes, its topic's bookkeeping and its statistics in one round
 trip and emits one event per attempt.
 
@@ -26,7 +27,7 @@ from httpqueue import events
 from httpqueue.clock import now_ms
 from httpqueue.config import Settings
 from httpqueue.context import Context
-from httpqueue.delivery import http
+from httpqueue.delivery import aio, http
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled, UnsafeCallbackError
 from httpqueue.states import ATTEMPTED, QUIET_OUTCOMES, AdmitAction, Outcome
 from httpqueue.store.records import Settlement, TaskRecord
@@ -93,16 +94,33 @@ def turned_away(task: TaskRecord, verdict: Verdict) -> Result:
                   slot_ms=verdict.until_ms if verdict.action is AdmitAction.SLOT else None)
 
 
-def attempt(ctx: Context, task: TaskRecord) -> Result:
-    """POST one callback and decide what happens next; never raises for a receiver's fault."""
+async def attempt_async(ctx: Context, task: TaskRecord) -> Result:
+    """POST one callback and decide what happens next; never raises for a receiver's fault.
+
+    Runs on the process's delivery loop (:mod:`httpqueue.delivery.aio`).
+    """
     s = ctx.settings
     started = now_ms()
     try:
-        sent = http.send(ctx.http, task, task.attempts, timeout=s.callback_timeout,
-                         follow_redirects=s.follow_redirects, signer=ctx.signer)
-    except UnsafeCallbackError as exc:
+        sent = await http.send_async(aio.client(ctx.callback_policy), task, task.attempts,
+                                     timeout=s.callback_timeout, follow_redirects=s.follow_redirects,
+                                     signer=ctx.signer)
+    except (UnsafeCallbackError, CallbackThrottled, CallbackFailed) as exc:
+        return unsuccessful(s, task, started, exc)
+    return Result(task, Outcome.SUCCEEDED, started, now_ms(), code=sent.code, duration=sent.duration)
+
+
+def attempt(ctx: Context, task: TaskRecord) -> Result:
+    """:func:`attempt_async` from a thread other than the delivery loop's: waits for its result."""
+    return aio.run(attempt_async(ctx, task))
+
+
+def unsuccessful(s: Settings, task: TaskRecord, started: int,
+                 exc: UnsafeCallbackError | CallbackThrottled | CallbackFailed) -> Result:
+    """The result of an attempt that did not succeed: refused, throttled, retrying or failed."""
+    if isinstance(exc, UnsafeCallbackError):
         return Result(task, Outcome.FAILED, started, now_ms(), error=f"refused: {exc}")
-    except CallbackThrottled as exc:
+    if isinstance(exc, CallbackThrottled):
         if task.throttles < s.throttle_limit:
             finished = now_ms()
             return Result(task, Outcome.THROTTLED, started, finished, finished + throttle_wait_ms(exc, task, s),
@@ -110,9 +128,7 @@ def attempt(ctx: Context, task: TaskRecord) -> Result:
         return failed_or_retry(s, task, started, CallbackFailed(
             f"receiver answered code 101 {task.throttles + 1} times (limit {s.throttle_limit})",
             code=101, duration=exc.duration))
-    except CallbackFailed as exc:
-        return failed_or_retry(s, task, started, exc)
-    return Result(task, Outcome.SUCCEEDED, started, now_ms(), code=sent.code, duration=sent.duration)
+    return failed_or_retry(s, task, started, exc)
 
 
 def failed_or_retry(s: Settings, task: TaskRecord, started: int, exc: CallbackFailed) -> Result:

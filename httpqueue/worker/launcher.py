@@ -1,32 +1,41 @@
 """Running a delivery message's callbacks off the Celery pool, each at its own time.
 
-A delivery message carries up to 32 tasks due within 100 ms of each other
-(see :mod:`httpqueue.publish`). The pool process (or thread) that received it
-only claims and admits them; the :class:`Launcher` then starts each attempt
-at its offset from the message's start, on a thread pool sized for I/O, and
-records the message's outcomes in one round trip once the last attempt ends.
+A delivery message carries up to :data:`~httpqueue.publish.MAX_BATCH` tasks
+due within :data:`~httpqueue.publish.BATCH_WINDOW_MS` of each other. The pool
+process (or thread) that received it only claims and admits them; the
+:class:`Launcher` then starts each attempt at its offset from the message's
+start on the process's delivery loop (one asyncio event loop thread running
+aiohttp, :mod:`httpqueue.delivery.aio`), and once the last attempt ends hands
+the message's results to a recording thread, which stores them in one round
+trip (the loop itself never waits on Redis).
 
-So a slow or hanging receiver holds one of many I/O threads, never a pool
-process, and other topics keep their timing. Back pressure: a process holds at
-most ``max_pending`` tasks handed off and not yet recorded; a message beyond
-that waits in its pool process, which stops Celery from prefetching more.
-Tasks handed off are leased in the store, so if the process dies they are
-re-issued when the lease runs out, as for any other crash.
+So a slow or hanging receiver holds one of many coroutines, never a pool
+process, and other topics keep their timing. At most ``in_flight`` callbacks
+of a process are on the wire at once (an attempt beyond that waits for a
+place, and its deadline starts when it has one), as the 100 I/O threads
+allowed before. Back pressure: a process holds at most ``max_pending`` tasks
+handed off and not yet recorded; a message beyond that waits in its pool
+process, which stops Celery from prefetching more. Tasks handed off are
+leased in the store, so if the process dies they are re-issued when the
+lease runs out, as for any other crash.
 """
 from __future__ import annotations
 
-import functools
-import heapq
-import itertools
+import asyncio
+import collections
 import logging
 import threading
-import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
+
+from httpqueue.delivery import aio
 
 LOGGER = logging.getLogger("httpqueue")
 
 T = t.TypeVar("T")
+
+Call = t.Callable[[], t.Awaitable[T]]
+"""One attempt: a coroutine function of no arguments, run on the delivery loop."""
 
 
 class Slots:
@@ -39,7 +48,7 @@ class Slots:
 
     def acquire_many(self, n: int) -> None:
         with self.cond:
-            self.cond.wait_for(lambda: self.free >= n)
+            self.cond.wait_for(lambda: self.free >= min(n, self.size))
             self.free -= n
 
     def release_many(self, n: int) -> None:
@@ -49,46 +58,39 @@ class Slots:
 
 
 class _Gather(t.Generic[T]):
-    """Collects the results of ``n`` calls; the last one to arrive runs ``done(results)``."""
+    """Collects the results of ``n`` calls on the loop; the last one hands ``done(results)`` to a thread."""
 
-    def __init__(self, n: int, done: t.Callable[[list[T]], None]) -> None:
+    __slots__ = ("remaining", "results", "finish")
+
+    def __init__(self, n: int, finish: t.Callable[[list[T]], None]) -> None:
         self.remaining = n
         self.results: list[T] = []
-        self.lock = threading.Lock()
-        self.done = done
-
-    def add(self, result: T | None) -> None:
-        with self.lock:
-            if result is not None:
-                self.results.append(result)
-            self.remaining -= 1
-            last = self.remaining == 0
-        if last:
-            self.done(self.results)
+        self.finish = finish
 
 
 class Launcher:
-    """Starts calls at given monotonic times on an I/O thread pool, and gathers their results."""
+    """Starts calls at given monotonic times on the process's delivery loop, and gathers their results."""
 
-    def __init__(self, threads: int, max_pending: int) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="httpqueue-callback")
+    def __init__(self, in_flight: int, max_pending: int, recorders: int = 4) -> None:
+        self.loop = aio.loop()
         self.slots = Slots(max_pending)
-        self._heap: list[tuple[float, int, t.Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._timer = threading.Thread(target=self._run_timer, name="httpqueue-due", daemon=True)
-        self._timer.start()
+        self.in_flight = in_flight
+        self._active = 0  # runners on the loop; each runs one call at a time (loop thread only)
+        self._waiting: collections.deque[tuple[Call[t.Any], _Gather[t.Any]]] = collections.deque()
+        self._running: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+        self.recorder = ThreadPoolExecutor(max_workers=recorders, thread_name_prefix="httpqueue-record")
 
-    def launch(self, calls: t.Sequence[tuple[float, t.Callable[[], T]]], done: t.Callable[[list[T]], None]) -> None:
-        """Run each ``call`` at its monotonic time; then ``done(results)`` once, with every result.
+    def launch(self, calls: t.Sequence[tuple[float, Call[T]]], done: t.Callable[[list[T]], None]) -> None:
+        """Run each ``call`` at its monotonic time; then ``done(results)`` once, on a recording thread.
 
-        Blocks while this process already has too many calls in flight.
+        Blocks while this process already has too many calls handed off. An
+        attempt that raised has no result (its task's lease brings it back).
         """
         if not calls:
             done([])
             return
-        self.slots.acquire_many(len(calls))
+        n = len(calls)
+        self.slots.acquire_many(n)
 
         def finish(results: list[T]) -> None:
             try:
@@ -96,46 +98,52 @@ class Launcher:
             except Exception:  # the store's leases recover whatever was not recorded
                 LOGGER.exception("recording %d delivery results failed", len(results))
             finally:
-                self.slots.release_many(len(calls))
+                self.slots.release_many(n)
 
-        gather: _Gather[T] = _Gather(len(calls), finish)
+        gather: _Gather[T] = _Gather(n, finish)
+        self.loop.call_soon_threadsafe(self._schedule, calls, gather)
+
+    def _schedule(self, calls: t.Sequence[tuple[float, Call[T]]], gather: _Gather[T]) -> None:
+        """On the loop: each call at its time (the loop's clock is ``time.monotonic``)."""
+        loop = self.loop
+        now = loop.time()
         for when, call in calls:
-            self._at(when, functools.partial(self.executor.submit, self._guarded, call, gather))
+            if when <= now:
+                self._start(call, gather)
+            else:
+                loop.call_at(when, self._start, call, gather)
 
-    @staticmethod
-    def _guarded(call: t.Callable[[], T], gather: _Gather[T]) -> None:
-        result = None
-        try:
-            result = call()
-        except Exception:  # an attempt that raised is recorded by nobody: its lease brings it back
-            LOGGER.exception("a delivery attempt raised")
-        gather.add(result)
-
-    def _at(self, when: float, action: t.Callable[[], t.Any]) -> None:
-        if when <= time.monotonic():
-            action()
+    def _start(self, call: Call[T], gather: _Gather[T]) -> None:
+        """A call is due: run it now if a place is free, else as soon as a runner is done (in due order)."""
+        if self._active >= self.in_flight:
+            self._waiting.append((call, gather))
             return
-        with self._cond:
-            heapq.heappush(self._heap, (when, next(self._seq), action))
-            self._cond.notify()
+        self._active += 1
+        task = self.loop.create_task(self._runner(call, gather))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
-    def _run_timer(self) -> None:
-        while True:
-            with self._cond:
-                while not (self._heap and self._heap[0][0] <= time.monotonic()):
-                    if self._stopping and not self._heap:
-                        return
-                    self._cond.wait(max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else None)
-                _, _, action = heapq.heappop(self._heap)
-            action()
+    async def _runner(self, call: Call[t.Any], gather: _Gather[t.Any]) -> None:
+        """Run calls one after the other: this one, then waiting ones while there are any."""
+        try:
+            while True:
+                result = None
+                try:
+                    result = await call()
+                except Exception:  # an attempt that raised is recorded by nobody: its lease brings it back
+                    LOGGER.exception("a delivery attempt raised")
+                if result is not None:
+                    gather.results.append(result)
+                gather.remaining -= 1
+                if gather.remaining == 0:
+                    self.recorder.submit(gather.finish, gather.results)
+                if not self._waiting:
+                    return
+                call, gather = self._waiting.popleft()
+        finally:
+            self._active -= 1
 
     def drain(self, timeout: float = 30.0) -> None:
-        """Start what is scheduled (at its time), then wait up to ``timeout`` until all is recorded."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._timer.join(max(0.0, deadline - time.monotonic()))
+        """Wait up to ``timeout`` until every call handed off has run (at its time) and been recorded."""
         with self.slots.cond:
-            self.slots.cond.wait_for(lambda: self.slots.free == self.slots.size,
-                                     max(0.0, deadline - time.monotonic()))
+            self.slots.cond.wait_for(lambda: self.slots.free == self.slots.size, timeout)

@@ -43,26 +43,41 @@ from celery.worker.request import Request
 from httpqueue import context, events, metrics  # noqa: F401  (metrics: counts this process's events)
 from httpqueue.celery import app
 from httpqueue.clock import now_ms
-from httpqueue.context import DELIVERY_THREADS
 from httpqueue.delivery import http
 from httpqueue.exceptions import CallbackFailed, StoreUnavailable, UnsafeCallbackError
-from httpqueue.publish import DELIVER_TASK, NOTIFY_TASK
+from httpqueue.publish import DELIVER_TASK, MAX_BATCH, NOTIFY_TASK
 from httpqueue.states import AdmitAction
-from httpqueue.worker.attempts import MessageReport, Result, attempt, message_report, record, turned_away
+from httpqueue.worker.attempts import MessageReport, Result, attempt_async, message_report, record, turned_away
 from httpqueue.worker.launcher import Launcher
 
-MAX_PENDING = 4 * DELIVERY_THREADS
+IN_FLIGHT = 256
+"""Most callbacks of one worker process on the wire at once (coroutines on its delivery loop)."""
+
+MAX_PENDING = 8 * MAX_BATCH
 """Most handed-off tasks per worker process; a delivery message beyond that waits for room."""
 
 _launcher: tuple[int, Launcher] | None = None
+_launcher_lock = threading.Lock()
+
+
+def _renew_launcher_lock() -> None:
+    global _launcher_lock
+    _launcher_lock = threading.Lock()  # a forked child never inherits it held
+
+
+os.register_at_fork(after_in_child=_renew_launcher_lock)
 
 
 def launcher() -> Launcher:
     """This process's launcher (built after a prefork child is forked: threads do not survive a fork)."""
     global _launcher
-    if _launcher is None or _launcher[0] != os.getpid():
-        _launcher = (os.getpid(), Launcher(DELIVERY_THREADS, MAX_PENDING))
-    return _launcher[1]
+    current = _launcher
+    if current is not None and current[0] == os.getpid():
+        return current[1]
+    with _launcher_lock:  # pool threads (the threads pool) must share one
+        if _launcher is None or _launcher[0] != os.getpid():
+            _launcher = (os.getpid(), Launcher(IN_FLIGHT, MAX_PENDING))
+        return _launcher[1]
 
 
 REPLACED_EVENTS = frozenset({"task-started", "task-succeeded"})
@@ -106,7 +121,7 @@ EVENTS_FLUSH_AT = 32
 class MessageEvents:
     """Sends the final task event of delivery messages from the process that recorded their outcomes.
 
-    ``record`` runs on the launcher's I/O threads of a pool process (a prefork
+    ``record`` runs on the launcher's recording threads of a pool process (a prefork
     child), where Celery has no event dispatcher: this keeps one per process
     (made after the fork, on a broker connection of its own) and uses it under
     a lock, since a kombu channel is not thread-safe. Events are buffered the
@@ -241,8 +256,8 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
     away = [turned_away(task, v) for task, v in zip(tasks, admission.verdicts) if v.action is not AdmitAction.GO]
     # Hand the attempts to the launcher: each starts at its offset from this message's start
     # (offsets, not absolute due times, so a promoter on an injected clock still works), on
-    # I/O threads; the outcomes are recorded together when the last one ends.
-    calls = [(started + offsets[task.id] / 1000, functools.partial(attempt, ctx, task)) for task in go]
+    # the process's delivery loop; the outcomes are recorded together when the last one ends.
+    calls = [(started + offsets[task.id] / 1000, functools.partial(attempt_async, ctx, task)) for task in go]
 
     def done(results: list[Result]) -> None:
         outcomes = [*away, *results]
