@@ -26,8 +26,15 @@ NOTIFY_TASK = "httpqueue.notify_failure"
 QUEUE = "httpqueue"
 """The broker queue delivery messages travel on."""
 
-MAX_BATCH = 32
-"""Most tasks one delivery message carries."""
+MAX_BATCH = 128
+"""Most tasks one delivery message carries.
+
+Celery's cost per message (the worker's receive, ETA timer, hand-off to the
+pool, task events, ack) is shared by its tasks: with 32 the worker's main
+process spent about 25 us of CPU per callback, with 128 about 10
+(docs/benchmarks.rst). It only matters when that many tasks of a topic are due
+within :data:`BATCH_WINDOW_MS`; the callbacks of a message still go out
+concurrently, each at its own time."""
 
 BATCH_WINDOW_MS = 100
 """Tasks of one topic due within this many ms of each other share a message.

@@ -319,12 +319,15 @@ class _Loop(t.NamedTuple):
 _loop: _Loop | None = None
 _lock = threading.Lock()
 _clients: dict[CallbackPolicy, CallbackClient] = {}
+_by_object: dict[int, tuple[CallbackPolicy, CallbackClient]] = {}
+"""The same, by the policy object's identity (a policy's hash covers its networks: not free per callback)."""
 
 
 def _renew_after_fork() -> None:
     global _lock
     _lock = threading.Lock()  # never inherit it held by a thread that does not exist in the child
     _clients.clear()
+    _by_object.clear()
 
 
 os.register_at_fork(after_in_child=_renew_after_fork)
@@ -345,6 +348,7 @@ def loop() -> asyncio.AbstractEventLoop:
             thread.start()
             started.wait()
             _clients.clear()
+            _by_object.clear()
             _loop = _Loop(os.getpid(), new, thread)
         return _loop.loop
 
@@ -357,12 +361,16 @@ def _run_loop(event_loop: asyncio.AbstractEventLoop, started: threading.Event) -
 
 def client(policy: CallbackPolicy) -> CallbackClient:
     """The process's client for ``policy`` (one session, so one set of keep-alive connections, per policy)."""
-    found = _clients.get(policy)
-    if found is None:
-        with _lock:
-            found = _clients.get(policy)
-            if found is None:
-                found = _clients[policy] = CallbackClient(policy)
+    seen = _by_object.get(id(policy))
+    if seen is not None and seen[0] is policy:
+        return seen[1]
+    with _lock:
+        found = _clients.get(policy)
+        if found is None:
+            found = _clients[policy] = CallbackClient(policy)
+        if len(_by_object) >= 256:
+            _by_object.clear()
+        _by_object[id(policy)] = (policy, found)
     return found
 
 
@@ -373,6 +381,7 @@ def close(timeout: float = 2.0) -> None:
         return
     clients = list(_clients.values())
     _clients.clear()
+    _by_object.clear()
 
     async def close_all() -> None:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

@@ -230,7 +230,8 @@ REPORT_ERROR_CHARS = 120
 """Longest error text a message report quotes (the task's history has the whole of it)."""
 
 REPORT_CHARS = 4000
-"""Longest message report: what one task event carries to Flower (32 tasks with distinct errors fit)."""
+"""Longest message report: what one task event carries to Flower (a full message whose tasks all succeeded
+fits; many distinct errors are clipped, and each task's history keeps its own)."""
 
 STALE = "stale: already attempted, deleted or re-issued"
 LOST = "lost: the attempt raised; re-issued when its lease runs out"

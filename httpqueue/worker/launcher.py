@@ -143,7 +143,7 @@ class Launcher:
         finally:
             self._active -= 1
 
-    def drain(self, timeout: float = 30.0) -> None:
+    def drain(self, timeout: float = 30.0) -> bool:
         """Wait up to ``timeout`` until every call handed off has run (at its time) and been recorded."""
         with self.slots.cond:
-            self.slots.cond.wait_for(lambda: self.slots.free == self.slots.size, timeout)
+            return self.slots.cond.wait_for(lambda: self.slots.free == self.slots.size, timeout)

@@ -43,18 +43,24 @@ from celery.worker.request import Request
 from httpqueue import context, events, metrics  # noqa: F401  (metrics: counts this process's events)
 from httpqueue.celery import app
 from httpqueue.clock import now_ms
-from httpqueue.delivery import http
+from httpqueue.context import DELIVERY_THREADS
+from httpqueue.delivery import aio, http
 from httpqueue.exceptions import CallbackFailed, StoreUnavailable, UnsafeCallbackError
-from httpqueue.publish import DELIVER_TASK, MAX_BATCH, NOTIFY_TASK
+from httpqueue.publish import DELIVER_TASK, NOTIFY_TASK
 from httpqueue.states import AdmitAction
 from httpqueue.worker.attempts import MessageReport, Result, attempt_async, message_report, record, turned_away
 from httpqueue.worker.launcher import Launcher
 
-IN_FLIGHT = 256
-"""Most callbacks of one worker process on the wire at once (coroutines on its delivery loop)."""
+IN_FLIGHT = DELIVERY_THREADS
+"""Most callbacks of one worker process on the wire at once (coroutines on its delivery loop): as many
+as the 100 I/O threads allowed, so a slow receiver sees no more connections than before."""
 
-MAX_PENDING = 8 * MAX_BATCH
-"""Most handed-off tasks per worker process; a delivery message beyond that waits for room."""
+MAX_PENDING = 4 * IN_FLIGHT
+"""Most handed-off tasks per worker process; a delivery message beyond that waits for room.
+
+Four rounds of callbacks in flight: even if every one of them takes the whole
+callback timeout, the last task handed off starts well within its attempt
+lease (timeout + lease), so a slow receiver does not get a task twice."""
 
 _launcher: tuple[int, Launcher] | None = None
 _launcher_lock = threading.Lock()
@@ -314,8 +320,8 @@ def notify_failure(self: Task, task_id: str, url: str) -> str:
 
 def drain(timeout: float = 30.0) -> None:
     """Let launched attempts finish and be recorded (worker shutdown), if this process has any."""
-    if _launcher is not None and _launcher[0] == os.getpid():
-        _launcher[1].drain(timeout)
+    if _launcher is not None and _launcher[0] == os.getpid() and _launcher[1].drain(timeout):
+        aio.close()  # idle keep-alive connections: receivers see them closed, not dropped
     message_events.flush()
 
 
