@@ -9,5 +9,7 @@ Modules: :mod:`bench.run` (command line), :mod:`bench.scenarios` (what is
 measured), :mod:`bench.stack` (the processes), :mod:`bench.receiver` (the
 callback receiver), :mod:`bench.load` (wrk and the paced sender),
 :mod:`bench.baseline` (the plain Celery app), :mod:`bench.report` (figures,
-targets, output).
+targets, output), :mod:`bench.floor` (the minimal Flask create the intake
+scenario compares httpqueue with), :mod:`bench.sweep` (granian worker and
+thread counts), :mod:`bench.profile` (py-spy on the API under load).
 """

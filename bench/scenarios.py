@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import threading
 import time
 import typing as t
 
 from bench.load import JsonPoster, paced, random_delay, task_body, wrk_post
 from bench.report import ScenarioResult, percentile
-from bench.stack import BENCH_SETTINGS, Stack, wait_until
+from bench.stack import BENCH_SETTINGS, ROOT, Stack, wait_until
 
 DAY = 86_400
 
@@ -41,12 +42,20 @@ class Config:
     delay_high: float = 5.0
     scale_n: int = 1_000_000
     scale_create_seconds: float = 5
+    intake_rounds: int = 3
+    intake_seconds: float = 8
+    intake_connections: int = 32
+    intake_client_seconds: float = 3
+    intake_client_threads: int = 8
+    intake_batch_seconds: float = 8
+    intake_batch_clients: int = 4
     cores: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
 
     @classmethod
     def quick(cls, **kw: t.Any) -> Config:
         return cls(create_seconds=4, batch_seconds=4, delivery_n=4_000, lateness_seconds=8, light_seconds=6,
-                   scale_n=100_000, scale_create_seconds=3, **kw)
+                   scale_n=100_000, scale_create_seconds=3, intake_rounds=2, intake_seconds=3,
+                   intake_client_seconds=2, intake_batch_seconds=3, **kw)
 
 
 @dataclasses.dataclass
@@ -74,7 +83,7 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 def create(cfg: Config, base: Baseline) -> ScenarioResult:
     """Single-task ``POST /create`` with wrk, tasks due in a day (no delivery interferes)."""
     result = ScenarioResult("create", params={"seconds": cfg.create_seconds, "connections": cfg.create_connections,
-                                              "api": "httpqueue api (gunicorn defaults)"})
+                                              "api": "httpqueue api (its default server and workers)"})
     result.params.update(_hq_params(cfg))
     with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
         stack.start_base().start_httpqueue()
@@ -88,7 +97,7 @@ def create(cfg: Config, base: Baseline) -> ScenarioResult:
 
 def _wrk_create(stack: Stack, seconds: float, connections: int) -> t.Any:
     body = json.dumps(task_body(stack.receiver.url(), DAY))
-    wrk_post(stack.api_url("/create"), body, seconds=1, connections=connections)  # warm every gunicorn worker
+    wrk_post(stack.api_url("/create"), body, seconds=1, connections=connections)  # warm every API worker
     return wrk_post(stack.api_url("/create"), body, seconds=seconds, connections=connections)
 
 
@@ -229,10 +238,10 @@ def _measure_lateness(result: ScenarioResult, stack: Stack, sent: t.Any, base: B
     late = stack.receiver.lateness()
     p50, p99, worst = percentile(late, 50), percentile(late, 99), max(late) if late else None
     result.add("received", len(late), "callbacks")
-    result.add("late_p50", p50, "ms", vs_celery=_ratio(p50, base and base.late_p50))
+    result.add("late_p50", p50, "ms", vs_celery=_ratio(p50, base.late_p50 if base else None))
     result.add("late_p99", p99, "ms", f"<= {p99_target}" if p99_target else None,
-               vs_celery=_ratio(p99, base and base.late_p99))
-    result.add("late_max", worst, "ms", vs_celery=_ratio(worst, base and base.late_max))
+               vs_celery=_ratio(p99, base.late_p99 if base else None))
+    result.add("late_max", worst, "ms", vs_celery=_ratio(worst, base.late_max if base else None))
     result.add("early", sum(1 for x in late if x < 0), "callbacks", note="arrived before their due time")
     return p50, p99, worst
 
@@ -290,7 +299,7 @@ def _bulk_load(stack: Stack, n: int, chunk: int = 5000) -> float:
     """n tasks due in a day straight into the store (the API's create script, pipelined)."""
     from httpqueue.config import Settings
     from httpqueue.clock import now_ms
-from httpqueue.context import Context
+    from httpqueue.context import Context
     from httpqueue.store import NewTask
 
     settings = Settings.load({**BENCH_SETTINGS, "redis_url": stack.redis_url}, environ={})
@@ -305,7 +314,165 @@ from httpqueue.context import Context
     return time.monotonic() - started
 
 
-# -- 5. baseline
+# -- 5. intake: the API servers, and httpqueue against the least a Flask create can do
+
+INTAKE_TARGETS = (("floor", "/create"), ("httpqueue", "/create"), ("httpqueue", "/v1/tasks"))
+"""What the intake scenario drives: the floor app's create, httpqueue's two single-task creates."""
+
+
+def intake(cfg: Config, base: Baseline) -> ScenarioResult:
+    """Single creates and batches through granian and gunicorn, httpqueue against the floor (``bench/floor.py``).
+
+    One fresh Redis; four API servers side by side (floor and httpqueue, each
+    under both servers, with httpqueue's settings: the same worker counts and
+    threads), no delivery worker (the tasks are due in a day). Then rounds:
+    in each, every target under each server gets ``wrk`` for the same time, in
+    an order that rotates from round to round, so that a slow spell of the
+    shared machine does not fall on one combination; medians over the rounds.
+    A Python client (keep-alive ``http.client``, a few threads) then the batch
+    endpoint (1,000 tasks a request, a few connections) close each server's
+    figures. The load average before and after says how busy the box was.
+    """
+    from httpqueue.api.wsgi import GRANIAN_BLOCKING_THREADS, GUNICORN_THREADS, default_workers
+    from httpqueue.config import API_SERVERS
+
+    load_before = os.getloadavg()
+    result = ScenarioResult("intake", params={
+        "rounds": cfg.intake_rounds, "seconds": cfg.intake_seconds, "connections": cfg.intake_connections,
+        "wrk_threads": 2, "client_threads": cfg.intake_client_threads, "client_seconds": cfg.intake_client_seconds,
+        "batch_clients": cfg.intake_batch_clients, "batch_seconds": cfg.intake_batch_seconds,
+        "batch_size": cfg.batch_size,
+        "servers": {"granian": f"{default_workers('granian', cfg.cores)} workers x "
+                               f"{GRANIAN_BLOCKING_THREADS} blocking threads",
+                    "gunicorn": f"{default_workers('gunicorn', cfg.cores)} gthread workers x "
+                                f"{GUNICORN_THREADS} threads"},
+        "load_before": [round(x, 2) for x in load_before], "source": _source()})
+    runs: dict[tuple[str, str, str], list[tuple[t.Any, float]]] = {}
+    with Stack() as stack:
+        stack.start_base()
+        bases: dict[tuple[str, str], str] = {}
+        for server in API_SERVERS:
+            bases["floor", server] = stack.start_api(f"floor-{server}", [
+                sys.executable, "-m", "bench.floor", "--server", server])
+            bases["httpqueue", server] = stack.start_api(f"api-{server}", [
+                sys.executable, "-m", "httpqueue", "api", "--server", server])
+        body = json.dumps(task_body(stack.receiver.url(), DAY))
+        combos = [(app, path, server) for app, path in INTAKE_TARGETS for server in API_SERVERS]
+        for app, path, server in combos:  # warm every worker of every server
+            wrk_post(bases[app, server] + path, body, seconds=1, connections=cfg.intake_connections)
+        result.params["processes"] = {name: len(stack.pids(name)) for name in stack.children if name != "receiver"}
+        for n in range(cfg.intake_rounds):
+            for app, path, server in combos[n % len(combos):] + combos[:n % len(combos)]:
+                child = f"{'floor' if app == 'floor' else 'api'}-{server}"
+                cpu = stack.cpu_seconds(child)
+                run = wrk_post(bases[app, server] + path, body, seconds=cfg.intake_seconds,
+                               connections=cfg.intake_connections)
+                runs.setdefault((app, path, server), []).append((run, stack.cpu_seconds(child) - cpu))
+        py = {(app, server): _python_creates(bases[app, server] + "/create", body, cfg.intake_client_seconds,
+                                             cfg.intake_client_threads)
+              for app in ("floor", "httpqueue") for server in API_SERVERS}
+        batch_body = json.dumps({"tasks": [task_body(stack.receiver.url(), DAY, i) for i in range(cfg.batch_size)]})
+        batches = {server: wrk_post(bases["httpqueue", server] + "/v1/tasks/batch", batch_body,
+                                    seconds=cfg.intake_batch_seconds, connections=cfg.intake_batch_clients)
+                   for server in API_SERVERS}
+    _intake_figures(result, runs, py, batches, cfg.batch_size)
+    result.params["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def _intake_figures(result: ScenarioResult, runs: t.Mapping[tuple[str, str, str], list[tuple[t.Any, float]]],
+                    py: t.Mapping[tuple[str, str], dict[str, float]], batches: t.Mapping[str, t.Any],
+                    batch_size: int) -> None:
+    names = {("floor", "/create"): "floor", ("httpqueue", "/create"): "create", ("httpqueue", "/v1/tasks"): "v1"}
+    rps: dict[tuple[str, str], float] = {}
+    per_round: dict[str, list[float]] = {}
+    cpu: dict[tuple[str, str], float] = {}
+    for (app, path, server), measured in runs.items():
+        name = f"{names[app, path]}_{server}"
+        done = [run for run, _ in measured]
+        rps[names[app, path], server] = _median([r.rps for r in done])
+        cpu[names[app, path], server] = _median([s * 1e6 / r.requests for r, s in measured if r.requests])
+        per_round[name] = [round(r.rps) for r in done]
+        result.add(f"{name}_rps", rps[names[app, path], server], "req/s", note="median of the rounds")
+        result.add(f"{name}_p50", _median([r.p50_us / 1000 for r in done]), "ms")
+        result.add(f"{name}_p99", _median([r.p99_us / 1000 for r in done]), "ms")
+        result.add(f"{name}_cpu", cpu[names[app, path], server], "us/req",
+                   note="CPU of the server's processes (master + workers) per request, median of the rounds")
+        errors = sum(r.status_errors + r.socket_errors for r in done)
+        if errors:
+            result.add(f"{name}_errors", errors, "req", "<= 0")
+    result.params["rps_per_round"] = per_round
+    servers = sorted({server for _, server in rps})
+    for server in servers:
+        for what in ("create", "v1"):
+            result.add(f"{what}_vs_floor_{server}", _ratio(rps.get((what, server)), rps.get(("floor", server))), "x",
+                       note=f"httpqueue {what} / floor, {server}, req/s medians of the same run")
+            result.add(f"{what}_cpu_vs_floor_{server}", _ratio(cpu.get((what, server)), cpu.get(("floor", server))),
+                       "x", note="CPU per request, httpqueue / floor")
+    if {"granian", "gunicorn"} <= set(servers):
+        for what in ("floor", "create", "v1"):
+            result.add(f"{what}_granian_vs_gunicorn", _ratio(rps.get((what, "granian")), rps.get((what, "gunicorn"))),
+                       "x", note="req/s")
+            result.add(f"{what}_cpu_granian_vs_gunicorn",
+                       _ratio(cpu.get((what, "granian")), cpu.get((what, "gunicorn"))), "x", note="CPU per request")
+    for (app, server), figures in py.items():
+        name = f"py_{'floor' if app == 'floor' else 'create'}_{server}"
+        result.add(f"{name}_rps", figures["rps"], "req/s", note="Python client (http.client keep-alive threads)")
+        result.add(f"{name}_p99", figures["p99_ms"], "ms")
+    for server, run in batches.items():
+        ok = run.requests - run.status_errors
+        result.add(f"batch_{server}_tasks_per_s", ok * batch_size / (run.duration_us / 1e6), "tasks/s", ">= 30000")
+        result.add(f"batch_{server}_p50", run.p50_us / 1000, "ms")
+        if run.status_errors + run.socket_errors:
+            result.add(f"batch_{server}_errors", run.status_errors + run.socket_errors, "req", "<= 0")
+
+
+def _source() -> dict[str, t.Any]:
+    """The commit measured, and the files changed on top of it (other work in progress shows up here)."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(["git", *argv], capture_output=True, text=True, timeout=10, cwd=ROOT).stdout.rstrip()
+        except OSError:
+            return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "changed": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
+
+
+def _median(values: t.Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _python_creates(url: str, body: str, seconds: float, threads: int) -> dict[str, float]:
+    """As many creates as ``threads`` keep-alive Python connections manage in ``seconds``: rate and p50/p99."""
+    poster = JsonPoster(url)
+    doc = json.loads(body)
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    stop = time.monotonic() + seconds
+
+    def run(k: int) -> None:
+        mine = latencies[k]
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            poster.post(doc)
+            mine.append((time.perf_counter() - started) * 1000)
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.monotonic() - started
+    every = [x for mine in latencies for x in mine]
+    return {"rps": len(every) / elapsed, "p50_ms": percentile(every, 50) or 0.0, "p99_ms": percentile(every, 99) or 0.0}
+
+
+# -- 6. baseline
 
 
 def baseline(cfg: Config, base: Baseline) -> ScenarioResult:
@@ -354,6 +521,6 @@ def baseline(cfg: Config, base: Baseline) -> ScenarioResult:
 
 SCENARIOS: dict[str, t.Callable[[Config, Baseline], ScenarioResult]] = {
     "baseline": baseline, "create": create, "batch": batch, "delivery": delivery, "lateness": lateness,
-    "scale": scale,
+    "scale": scale, "intake": intake,
 }
 """In run order: the baseline first, so the others can be compared with it."""

@@ -2,8 +2,9 @@
 
 A :class:`Stack` is one fresh set: its own ``redis-server`` on a free port in a
 temporary directory (never a shared Redis), the callback receiver, and either
-httpqueue (``httpqueue api`` = gunicorn with its default worker count, plus
-``httpqueue worker`` processes) or the plain-Celery baseline worker. Every child
+httpqueue (``httpqueue api`` = its default server and worker count, plus
+``httpqueue worker`` processes) or the plain-Celery baseline worker, or several
+API servers side by side (:meth:`Stack.start_api`, the intake scenario). Every child
 gets ``HTTPQUEUE_REDIS_URL`` explicitly. Scenarios get a fresh stack each, so
 one scenario's tasks never weigh on the next.
 """
@@ -141,8 +142,36 @@ class Stack:
         wait_until(self.receiver.stats, 15, "the receiver")
         return self
 
+    def start_api(self, name: str, argv: list[str]) -> str:
+        """One more API server (``argv`` gets ``--address 127.0.0.1:<free port>``); returns its base URL."""
+        port = free_port()
+        self._spawn(name, [*argv, "--address", f"127.0.0.1:{port}"])
+        base = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            return requests.get(base + "/health", timeout=1).ok
+
+        self._wait_alive(name, answers, "/health")
+        return base
+
+    def pids(self, name: str) -> list[int]:
+        """The process of child ``name`` and its descendants (an API's master first, then its workers)."""
+        parent = psutil.Process(self.children[name].pid)
+        return [parent.pid, *(p.pid for p in parent.children(recursive=True))]
+
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time (user + system) used so far by child ``name`` and its live descendants."""
+        total = 0.0
+        for pid in self.pids(name):
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
     def start_httpqueue(self) -> Stack:
-        """gunicorn (httpqueue's default worker count for this machine) and the delivery worker(s)."""
+        """``httpqueue api`` (its default server and worker count for this machine) and the delivery worker(s)."""
         self._spawn("api", [sys.executable, "-m", "httpqueue", "api", "--address", f"127.0.0.1:{self.api_port}"])
         for n in range(self.hq_workers):
             name = f"worker{n}"
@@ -150,7 +179,8 @@ class Stack:
                                "--without-mingle", "--without-gossip"])
         client = self.client()
         for n in range(self.hq_workers):
-            self._wait_alive(f"worker{n}", lambda n=n: client.exists(f"hq:worker:worker{n}@bench"), "heartbeat")
+            key = f"hq:worker:worker{n}@bench"
+            self._wait_alive(f"worker{n}", lambda: client.exists(key), "heartbeat")
         self._wait_alive("api", lambda: requests.get(self.api_url("/ready"), timeout=1).ok, "/ready")
         return self
 

@@ -1,4 +1,4 @@
-"""The ``httpqueue`` command: ``run`` (everything), ``api`` (gunicorn), ``worker`` (Celery).
+"""The ``httpqueue`` command: ``run`` (everything), ``api`` (granian or gunicorn), ``worker`` (Celery).
 
 Options override ``HTTPQUEUE_*`` environment variables, which override the
 defaults (see :mod:`httpqueue.config`). ``run`` starts its own Redis when no
@@ -25,7 +25,7 @@ from pathlib import Path
 import click
 
 from httpqueue import config, context
-from httpqueue.config import LOOPBACK_DEFAULT_ADDRESS, Settings
+from httpqueue.config import API_SERVERS, LOOPBACK_DEFAULT_ADDRESS, Settings
 from httpqueue.context import EMBEDDED_URL_FILE
 
 RUN_CHILD_ENV = "_HTTPQUEUE_RUN_CHILD"
@@ -51,16 +51,11 @@ def _install(**overrides: t.Any) -> Settings:
     return settings
 
 
-def _child_exit(server: t.Any, worker: t.Any) -> None:
-    """gunicorn hook: a dead worker's live metrics leave the multiprocess files."""
-    from httpqueue import metrics
-
-    metrics.mark_process_dead(worker.pid)
-
-
 def bind_address(address: str) -> str:
-    """The seed's ``:2356`` means every interface; gunicorn wants ``0.0.0.0:2356``."""
-    return f"0.0.0.0{address}" if address.startswith(":") else address
+    """The seed's ``:2356`` means every interface; the servers want ``0.0.0.0:2356``."""
+    from httpqueue.api import wsgi  # not at the top: the API imports prometheus_client (see _install)
+
+    return wsgi.bind_address(address)
 
 
 def run_address(address: str | None, environ: t.Mapping[str, str] = os.environ) -> str | None:
@@ -119,33 +114,23 @@ def main() -> None:
     """Delayed HTTP callbacks with retries, on Celery and Redis."""
 
 
+server_option = click.option("--server", "api_server", type=click.Choice(API_SERVERS), default=None,
+                             help="WSGI server of the API (default granian; HTTPQUEUE_API_SERVER).")
+
+
 @main.command()
 @address_option(":2356")
 @redis_option
-@click.option("--workers", type=int, default=None, help="gunicorn worker processes.")
-def api(address: str | None, redis_url: str | None, workers: int | None) -> None:
-    """Serve the HTTP API with gunicorn."""
-    settings = _install(address=address, redis_url=redis_url, api_workers=workers)
+@server_option
+@click.option("--workers", type=int, default=None,
+              help="API worker processes (default: cores for granian, 2 x cores + 1 for gunicorn).")
+def api(address: str | None, redis_url: str | None, api_server: str | None, workers: int | None) -> None:
+    """Serve the HTTP API with granian (default) or gunicorn."""
+    settings = _install(address=address, redis_url=redis_url, api_server=api_server, api_workers=workers)
     warn_at_start(settings, listening=True)
-    from gunicorn.app.base import BaseApplication
+    from httpqueue.api import wsgi
 
-    from httpqueue.api import create_app
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", bind_address(settings.address))
-            self.cfg.set("workers", settings.api_workers or 2 * (os.cpu_count() or 1) + 1)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
-            self.cfg.set("keepalive", 30)
-            self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("accesslog", None)
-            self.cfg.set("child_exit", _child_exit)
-
-        def load(self) -> t.Any:
-            return create_app(settings)
-
-    Server().run()
+    wsgi.serve(settings)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -170,13 +155,16 @@ def worker(cli: click.Context, redis_url: str | None, pool: str | None, concurre
 @main.command()
 @address_option(LOOPBACK_DEFAULT_ADDRESS)
 @redis_option
+@server_option
 @click.option("--data-dir", default=None, help="Where the embedded Redis keeps its data.")
 @click.option("--ready-timeout", type=float, default=READY_TIMEOUT, show_default=True,
               help="Seconds to wait for the API and the worker before giving up.")
-def run(address: str | None, redis_url: str | None, data_dir: str | None, ready_timeout: float) -> None:
+def run(address: str | None, redis_url: str | None, api_server: str | None, data_dir: str | None,
+        ready_timeout: float) -> None:
     """API + worker (+ an embedded Redis if no URL is set), for development and small sites."""
     stop = _StopFlag()
-    settings = _install(address=run_address(address), redis_url=redis_url, data_dir=data_dir)
+    settings = _install(address=run_address(address), redis_url=redis_url, api_server=api_server,
+                        data_dir=data_dir)
     embedded = None
     if not settings.redis_url:
         from httpqueue.embedded import EmbeddedRedis

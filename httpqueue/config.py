@@ -32,6 +32,9 @@ DAY = 86_400.0
 LOOPBACK_DEFAULT_ADDRESS = "127.0.0.1:2356"
 """Where ``httpqueue run`` (the development command) listens unless told otherwise."""
 
+API_SERVERS = ("granian", "gunicorn")
+"""The WSGI servers ``httpqueue api`` can run (setting ``api_server``; see :mod:`httpqueue.api.wsgi`)."""
+
 
 class ConfigError(ValueError):
     """A setting is missing, malformed or inconsistent with another.
@@ -128,8 +131,10 @@ class Settings:
         "Seconds a create waits for `create_min_replicas` replicas.")
     shards: int = _setting(16,
         "Timer and statistics shards (Redis Cluster hash tags); fixed once tasks exist.")
+    api_server: str = _setting("granian",
+        "WSGI server of `httpqueue api` and `httpqueue run`: `granian` or `gunicorn` (gthread); both serve the same Flask app.")
     api_workers: int = _setting(0,
-        "gunicorn worker processes for `httpqueue api` (0: 2 x cores + 1).")
+        "API worker processes (0: one per core for granian, 2 x cores + 1 for gunicorn).")
     worker_concurrency: int = _setting(0,
         "Celery pool processes/threads (0: cores for prefork, 8 x cores for threads). Callbacks themselves run on 100 I/O threads per process.")
     worker_pool: str = _setting("prefork",
@@ -242,6 +247,8 @@ class Settings:
             raise ConfigError("retry_base must be at least 1 second (Celery's backoff works in whole seconds)")
         if self.worker_pool not in {"threads", "prefork", "solo"}:
             raise ConfigError("worker_pool must be threads, prefork or solo")
+        if self.api_server not in API_SERVERS:
+            raise ConfigError(f"api_server must be one of {', '.join(API_SERVERS)}")
         if self.log_format not in {"text", "json"}:
             raise ConfigError("log_format must be text or json")
         for secret in self.signing_secrets:

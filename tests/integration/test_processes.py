@@ -1,4 +1,7 @@
-"""The commands people run: gunicorn API, ``celery -A httpqueue worker``, Redis going away."""
+"""The commands people run: the gunicorn API, ``celery -A httpqueue worker``, Redis going away.
+
+Both API servers side by side are in ``test_servers.py``.
+"""
 from __future__ import annotations
 
 import sys
@@ -34,7 +37,7 @@ def test_celery_dash_a_httpqueue_worker_delivers(env: dict[str, str], settings: 
 def test_gunicorn_api_serves_the_seed_api(env: dict[str, str], receiver: Receiver, topic: str,
                                           worker: t.Any) -> None:
     port = free_port()
-    api = start_api(env, port)
+    api = start_api(env, port, server="gunicorn")
     try:
         base = f"http://127.0.0.1:{port}"
         created = requests.post(f"{base}/create", json={"topic": topic, "delay": 0.1, "retry": 0,

@@ -1,4 +1,4 @@
-"""Real httpqueue processes for tests: Celery workers and gunicorn API servers.
+"""Real httpqueue processes for tests: Celery workers and API servers (granian or gunicorn).
 
 Started with ``python -m httpqueue ...`` and the test's ``HTTPQUEUE_*``
 environment, waited for by polling (heartbeat key, /health) with deadlines.
@@ -100,9 +100,15 @@ def start_worker(env: dict[str, str], name: str, redis_client: redis.Redis, pref
     return proc
 
 
-def start_api(env: dict[str, str], port: int, name: str = "api", workers: int = 1, timeout: float = 30) -> Proc:
+def start_api(env: dict[str, str], port: int, name: str = "api", workers: int = 1, timeout: float = 30,
+              server: str | None = None) -> Proc:
+    """``httpqueue api`` on ``port``; returns once it answers /health.
+
+    ``server`` is ``--server`` (granian or gunicorn); ``None`` leaves the choice
+    to the environment and httpqueue's default.
+    """
     proc = Proc([sys.executable, "-m", "httpqueue", "api", "--address", f"127.0.0.1:{port}",
-                 "--workers", str(workers)], env, name)
+                 "--workers", str(workers), *(["--server", server] if server else [])], env, name)
     wait_until(lambda: not proc.alive() or requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok,
                timeout, f"api {name} on port {port}")
     if not proc.alive():
