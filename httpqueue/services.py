@@ -24,7 +24,7 @@ from httpqueue.context import Context
 from httpqueue.delivery.ssrf import check_url, redact_url
 from httpqueue.exceptions import InvalidInput, TaskConflict, UnsafeCallbackError
 from httpqueue.publish import Publish
-from httpqueue.store.records import Changed, Created, Dispatch, NewTask
+from httpqueue.store.records import Changed, Created, Dispatch, NewTask, TaskRecord
 from httpqueue.store.schedules import Schedule, check_cron, check_timezone
 
 OPTION_FIELDS = ("method", "headers", "timeout", "success", "retry_policy", "failure_callback")
@@ -141,9 +141,17 @@ class TaskService:
 
     def create(self, fields: t.Mapping[str, t.Any], idempotency_key: str | None = None) -> Created:
         """Store one task (validated fields) and publish it if it is due soon."""
+        return self.create_with_record(fields, idempotency_key)[0]
+
+    def create_with_record(self, fields: t.Mapping[str, t.Any],
+                           idempotency_key: str | None = None) -> tuple[Created, TaskRecord]:
+        """:meth:`create`, and the task as stored: built from what was written, read back only for a replay."""
         now = now_ms()
         task = self.new_task(fields, now, idempotency_key)
-        return self.store_one(task, now)
+        created = self.store_one(task, now)
+        if created.replayed:
+            return created, self.ctx.store.get(created.task_id)
+        return created, created.record(task, now)
 
     def store_one(self, task: NewTask, now: int) -> Created:
         """Store a built task; :class:`TaskConflict` if its id was taken by a different request."""

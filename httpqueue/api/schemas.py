@@ -455,7 +455,7 @@ class CreateTaskSchema(FastLoadSchema):
             raise ValidationError("Missing data for required field (or give execute_at).", "delay")
         limit = current_settings().max_delay
         if "execute_at" in data and data["execute_at"] - time.time() > limit:
-            raise ValidationError(f"is more than {limit:g} seconds (max_delay) away", "execute_at")
+            raise ValidationError(f"is more than {_number(limit)} seconds (max_delay) away", "execute_at")
 
 
 IDEMPOTENCY_HEADER = {

@@ -70,8 +70,8 @@ blp = ApiBlueprint("v1", __name__, url_prefix="/v1", description="Tasks as resou
                                                           "different request.")
 def create(body: dict[str, t.Any]) -> t.Any:
     """Create a task (the original fields plus execute_at, id and delivery options); answers the stored task."""
-    created = service().create(body, idempotency_key())
-    task = task_document(ctx().store.get(created.task_id))
+    created, record = service().create_with_record(body, idempotency_key())
+    task = task_document(record)
     if created.replayed:
         return {**task, "replayed": True}, 200, {"Idempotent-Replayed": "true"}
     return task

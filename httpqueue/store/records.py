@@ -65,6 +65,14 @@ class Created:
     dispatch: Dispatch | None
     replayed: bool = False
 
+    def record(self, task: NewTask, now_ms: int) -> TaskRecord:
+        """The task as ``create.lua`` just stored it (not for a replay, whose stored task is older)."""
+        return TaskRecord(
+            id=self.task_id, topic=task.topic, callback=task.callback, content=task.content,
+            state=State.QUEUED if self.dispatch is not None else State.SCHEDULED, execute_ms=task.due_ms,
+            due_ms=task.due_ms, created_ms=now_ms, max_retry=task.max_retry, has_retry=0, attempts=0,
+            gen=self.dispatch.gen if self.dispatch is not None else 0, options=dict(task.options or {}))
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskRecord:

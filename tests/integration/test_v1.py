@@ -71,3 +71,15 @@ def test_retry_now_gives_a_failed_task_another_attempt(client: t.Any, receiver: 
     events = event_names(client, task_id)
     assert events[0] == "created" and "requeued" in events and events.count("attempt") == 2
     assert client.post(f"/v1/tasks/{task_id}/retry").status_code == 409
+
+
+@pytest.mark.parametrize("extra", [{}, {"retry": 2, "method": "PUT", "timeout": 3, "headers": {"X-A": "b"},
+                                         "retry_policy": {"base": 2}, "content": {"deep": [1, {"x": None}]}},
+                                   {"execute_at": "2026-12-24T18:00:00.123Z"}, {"execute_at": 1798135200.5}])
+def test_the_create_answer_is_the_stored_task(client: t.Any, topic: str, extra: dict[str, t.Any]) -> None:
+    """``POST /v1/tasks`` answers the task built from what it wrote: exactly what a read gives."""
+    fields = {"topic": topic, "callback": "http://127.0.0.1:9/x", **({"delay": 3600} if "execute_at" not in extra
+                                                                    else {}), **extra}
+    answer = client.post("/v1/tasks", json=fields)
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    assert answer.get_json() == client.get(f"/v1/tasks/{answer.get_json()['id']}").get_json()
