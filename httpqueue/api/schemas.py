@@ -149,7 +149,6 @@ class SettingRange(validate.Range):
         self.setting = setting
         self.unit = unit
         super().__init__(min=min, max=None, **kwargs)
-        self.error = f"must be between {{min}} and {{max}}{' ' + unit if unit else ''}"
 
     @property  # type: ignore[override]
     def max(self) -> float:
@@ -160,7 +159,9 @@ class SettingRange(validate.Range):
         pass  # the bound is the setting's
 
     def _format_error(self, value: t.Any, message: str) -> str:
-        return message.format(input=value, min=_number(self.min), max=_number(self.max))
+        """marshmallow's message with plain numbers and the unit: "... less than or equal to 31622400 seconds."."""
+        text = (self.error or message).format(input=value, min=_number(self.min), max=_number(self.max))
+        return f"{text.rstrip('.')} {self.unit}." if self.unit else text
 
 
 class SettingLength(validate.Length):
@@ -183,7 +184,8 @@ def _number(value: float | None) -> str:
     """``31622400`` rather than ``31622400.0`` in messages."""
     if value is None:
         return ""
-    return f"{value:g}" if float(value) != int(value) or abs(value) < 1e15 else str(value)
+    number = float(value)
+    return str(int(number)) if number.is_integer() and abs(number) < 1e15 else f"{number:g}"
 
 
 def finite(value: numbers.Real) -> bool:

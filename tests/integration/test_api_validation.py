@@ -22,7 +22,7 @@ def stored_tasks(rclient: t.Any, settings: Settings) -> int:
     ({"delay": -1}, "delay", "greater than or equal to 0"),
     ({"delay": "15"}, "delay", "must be a number"),
     ({"delay": True}, "delay", "must be a number"),
-    ({"delay": 10 ** 12}, "delay", "less than or equal"),
+    ({"delay": 10 ** 12}, "delay", "less than or equal to 31622400 seconds"),
     ({"delay": None}, "delay", "null"),
     ({"retry": -1}, "retry", "greater than or equal to 0"),
     ({"retry": 1000}, "retry", "less than or equal to 30"),
