@@ -395,6 +395,14 @@ def close(timeout: float = 2.0) -> None:
 atexit.register(close)
 
 
+def prepare(policy: CallbackPolicy) -> None:
+    """Start the loop and open the session for ``policy`` now, so that the first callback does not wait for them."""
+    async def open_session() -> None:
+        client(policy).session()
+
+    run(open_session())
+
+
 def submit(coroutine: t.Coroutine[t.Any, t.Any, T]) -> concurrent.futures.Future[T]:
     """Run ``coroutine`` on this process's delivery loop; its result comes as a future."""
     return asyncio.run_coroutine_threadsafe(coroutine, loop())

@@ -37,7 +37,7 @@ import typing as t
 
 from celery import Celery, Task
 from celery.events import EventDispatcher
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.worker.request import Request
 
 from httpqueue import context, events, metrics  # noqa: F401  (metrics: counts this process's events)
@@ -323,6 +323,16 @@ def drain(timeout: float = 30.0) -> None:
     if _launcher is not None and _launcher[0] == os.getpid() and _launcher[1].drain(timeout):
         aio.close()  # idle keep-alive connections: receivers see them closed, not dropped
     message_events.flush()
+
+
+@worker_process_init.connect
+def _prepare(**_: t.Any) -> None:
+    """A new pool process starts its launcher and opens its callback session before its first message."""
+    try:
+        launcher()
+        aio.prepare(context.current().callback_policy)
+    except Exception:  # noqa: BLE001 - done lazily at the first message instead
+        logging.getLogger("httpqueue").exception("preparing the delivery loop failed")
 
 
 @worker_process_shutdown.connect
