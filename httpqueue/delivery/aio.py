@@ -347,9 +347,7 @@ def loop() -> asyncio.AbstractEventLoop:
                                       daemon=True)
             thread.start()
             started.wait()
-            _clients.clear()
-            _by_object.clear()
-            _loop = _Loop(os.getpid(), new, thread)
+            _loop = _Loop(os.getpid(), new, thread)  # clients made before it are bound to it on first use
         return _loop.loop
 
 
