@@ -101,13 +101,16 @@ def check_literal(host: str, port: int, policy: CallbackPolicy) -> None:
     digits and dots) must be one the guard reads as an address and allows.
     """
     if literal_ip(host) is not None:
-        safe_addresses(host, port, policy, resolver=_never_resolve)
+        _literal_addresses(host, port, policy)
     elif ":" in host or host.replace(".", "").isdigit():
         raise UnsafeCallbackError(f"callback host {host} is not a valid address; callbacks there are refused")
 
 
-def _never_resolve(host: str, port: int) -> list[str]:
-    raise UnsafeCallbackError(f"callback host {host} was not expected to need a lookup")
+def _literal_addresses(host: str, port: int, policy: CallbackPolicy) -> list[str]:
+    """The address an IP-literal host means, if the guard allows it (never a DNS lookup)."""
+    ip = literal_ip(host)
+    assert ip is not None
+    return safe_addresses(host, port, policy, resolver=lambda _h, _p: [str(ip)])
 
 
 class GuardedResolver(AbstractResolver):
@@ -125,7 +128,7 @@ class GuardedResolver(AbstractResolver):
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         if literal_ip(host) is not None:  # a numeric form aiohttp did not take for one (e.g. 2130706433)
-            addresses = safe_addresses(host, port, self.policy, resolver=_never_resolve)
+            addresses = _literal_addresses(host, port, self.policy)
         else:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
             found = [str(info[4][0]).split("%")[0] for info in infos

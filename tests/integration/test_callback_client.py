@@ -226,6 +226,15 @@ def test_a_refused_task_is_a_refused_failure_not_a_connection_error(raw: RawServ
     assert raw.connections == 0
 
 
+@pytest.mark.parametrize("allow", ["*", "127.0.0.1", "127.0.0.0/8", "localhost"])
+def test_allowed_destinations_are_reached(raw: RawServer, allow: str) -> None:
+    """The allow-list opens addresses (literal or resolved) and names, as with urllib3's connections."""
+    policy = CallbackPolicy.from_strings([allow])
+    host = "localhost" if allow == "localhost" else "127.0.0.1"
+    assert exchange(raw.url(host=host), policy=policy)[0] == 200
+    assert http.send(guarded_pool(policy), task_for(raw.url(host=host)), 1, timeout=5).code == 100
+
+
 def test_a_host_name_connects_to_its_checked_address(raw: RawServer) -> None:
     assert exchange(raw.url(host="localhost"))[0] == 200
     assert b"Host: localhost:" in raw.exchanges[0].request
