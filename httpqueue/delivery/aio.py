@@ -187,7 +187,7 @@ class CallbackClient:
                 skip_auto_headers=SKIPPED_AUTO_HEADERS, trust_env=False, raise_for_status=False,
                 timeout=aiohttp.ClientTimeout(total=None), max_line_size=MAX_LINE, max_field_size=MAX_LINE,
                 max_headers=MAX_HEADERS)
-            if not hasattr(session, "_retry_connection"):  # checked by tests/unit/test_aio.py
+            if not hasattr(session, "_retry_connection"):  # tests/integration/test_callback_client.py checks it
                 raise RuntimeError("this aiohttp cannot be told not to resend requests")
             session._retry_connection = False  # no resend of an idempotent request inside an attempt
             self._session = session
@@ -215,9 +215,7 @@ class CallbackClient:
         """The URL as aiohttp takes it, without userinfo (urllib3 never sent it), parsed once per URL."""
         found = self._urls.get(url)
         if found is None:
-            found = URL(url)
-            if found.raw_user is not None or found.raw_password is not None:
-                found = found.with_user(None)
+            found = parse_url(url)
             if len(self._urls) >= _URLS_MAX:
                 self._urls.clear()
             self._urls[url] = found
@@ -252,9 +250,7 @@ class CallbackClient:
                 if location and response.status in REDIRECT_STATUSES and hops < MAX_REDIRECTS:
                     hops += 1
                     response.close()  # its body is not wanted: the connection is not reused
-                    following = URL(urljoin(str(target), location))
-                    if following.raw_user is not None or following.raw_password is not None:
-                        following = following.with_user(None)
+                    following = parse_url(location, base=target)
                     if response.status == 303:
                         method, body = "GET", b""
                         sent = {k: v for k, v in sent.items() if k.lower() not in METHOD_CHANGE_DROPPED}
@@ -271,6 +267,20 @@ class CallbackClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def parse_url(url: str, base: URL | None = None) -> URL:
+    """``url`` (relative to ``base``, as urllib3 joined a redirect's ``Location``) as aiohttp takes it.
+
+    Without userinfo (urllib3 never sent it); a malformed URL is a client error.
+    """
+    try:
+        parsed = URL(urljoin(str(base), url) if base is not None else url)
+    except (ValueError, TypeError) as exc:  # as urllib3's LocationParseError: the attempt fails, nothing raises
+        raise aiohttp.InvalidURL(url) from exc
+    if parsed.raw_user is not None or parsed.raw_password is not None:
+        parsed = parsed.with_user(None)
+    return parsed
 
 
 async def read_body(response: aiohttp.ClientResponse) -> bytes:

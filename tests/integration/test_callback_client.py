@@ -317,6 +317,12 @@ def test_redirects_follow_urllib3s_rules(raw: RawServer) -> None:
     assert status == 302 and answer_body == b"move" and len(raw.exchanges) - before == 1 + http.MAX_REDIRECTS
 
 
+def test_a_malformed_redirect_is_a_failed_attempt(raw: RawServer) -> None:
+    raw.answer = lambda n, r: b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n"
+    with pytest.raises(CallbackFailed, match="connection failed"):
+        send_async(task_for(raw.url()), follow_redirects=True)
+
+
 # -- one deadline, a capped answer, no reuse of a connection not read to its end, no retries
 
 
