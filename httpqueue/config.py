@@ -136,7 +136,7 @@ class Settings:
     api_workers: int = _setting(0,
         "API worker processes (0: one per core for granian, 2 x cores + 1 for gunicorn).")
     worker_concurrency: int = _setting(0,
-        "Celery pool processes/threads (0: cores for prefork, 8 x cores for threads). Callbacks themselves run on 100 I/O threads per process.")
+        "Celery pool processes/threads (0: cores for prefork, 8 x cores for threads). Callbacks themselves run on one event loop thread per process, up to 100 at once.")
     worker_pool: str = _setting("prefork",
         "Celery pool for `httpqueue worker`: prefork (uses every core), threads, solo.")
     # -- API limits (the original Go httpqueue's, plus httpqueue's own)
