@@ -51,6 +51,8 @@ def test_dashboard_shows_the_numbers_and_its_buttons_work(service: str, receiver
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(f"{service}/dashboard")
+        # the page says "loading..." until its first API call answers (401 without a token)
+        page.wait_for_function("!document.querySelector('#status').innerText.includes('loading')", timeout=15_000)
         assert "401" in page.inner_text("#status") or "token" in page.inner_text("#status").lower()
         page.fill("#token", TOKEN)
         page.click("#token-form button")
