@@ -6,6 +6,10 @@ module on the import path (the project ships one at its top level) may then
 override any Celery setting. The promoter and the schedule ticker run inside
 every worker as bootsteps; the task module is named with ``include=`` (Celery's
 layout) and imports this app, never the other way round.
+
+The broker is the store's Redis unless ``HTTPQUEUE_BROKER_URL`` names another
+Redis or RabbitMQ (``amqp://``, :mod:`httpqueue.rabbitmq`); the kombu Redis
+workarounds below are applied only when the broker is Redis.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import typing as t
 
 from celery import Celery
 
-from httpqueue import context
+from httpqueue import context, rabbitmq
 from httpqueue.config import Settings
 from httpqueue.connections import broker_transport_options, broker_url
 from httpqueue.publish import QUEUE
@@ -27,10 +31,8 @@ TASK_MODULES = ["httpqueue.worker.tasks"]
 def celery_config(settings: Settings, redis_url: str) -> dict[str, t.Any]:
     """Celery settings that httpqueue's guarantees rely on (see docs in the README)."""
     url = broker_url(settings.celery_broker_url or redis_url)
-    return {
+    config = {
         "broker_url": url,
-        "broker_transport_options": broker_transport_options(
-            url, settings.sentinel_master, settings.visibility_timeout),
         "broker_connection_retry_on_startup": True,
         "task_default_queue": QUEUE,
         # the store holds every outcome: no result backend
@@ -50,11 +52,18 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, t.Any]:
         "worker_redirect_stdouts": False,
         "broker_pool_limit": 32,
     }
+    if rabbitmq.is_amqp(url):
+        return {**config, **rabbitmq.celery_settings()}
+    return {**config, "broker_transport_options": broker_transport_options(
+        url, settings.sentinel_master, settings.visibility_timeout)}
 
 
 def _defaults() -> dict[str, t.Any]:
     ctx = context.current()
-    return celery_config(ctx.settings, ctx.redis_url)
+    config = celery_config(ctx.settings, ctx.redis_url)
+    if not rabbitmq.is_amqp(config["broker_url"]):
+        _patch_kombu_redis()
+    return config
 
 
 def _no_restore_on_connection_loss() -> None:
@@ -104,8 +113,17 @@ def _no_acks_on_closed_channels() -> None:
     kombu_redis.QoS.reject = unless_closed(kombu_redis.QoS.reject)  # type: ignore[method-assign]
 
 
-_no_restore_on_connection_loss()
-_no_acks_on_closed_channels()
+_patched = False
+
+
+def _patch_kombu_redis() -> None:
+    """Apply the kombu Redis transport workarounds above, once per process (Redis brokers only)."""
+    global _patched
+    if not _patched:
+        _patched = True
+        _no_restore_on_connection_loss()
+        _no_acks_on_closed_channels()
+
 
 app = Celery("httpqueue", set_as_current=True, include=TASK_MODULES)
 app.add_defaults(_defaults)

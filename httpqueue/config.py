@@ -32,6 +32,12 @@ DAY = 86_400.0
 LOOPBACK_DEFAULT_ADDRESS = "127.0.0.1:2356"
 """Where ``httpqueue run`` (the development command) listens unless told otherwise."""
 
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+"""Broker URL schemes that mean RabbitMQ (kombu's amqp transports)."""
+
+LAUNCHER_ROUNDS = 4
+"""Rounds of callbacks a worker process may hold handed off (``MAX_PENDING`` in ``worker/tasks.py``)."""
+
 API_SERVERS = ("granian", "gunicorn")
 """The WSGI servers ``httpqueue api`` can run (setting ``api_server``; see :mod:`httpqueue.api.wsgi`)."""
 
@@ -206,6 +212,8 @@ class Settings:
         "Log lines as `text` (the original Go httpqueue's format) or `json` (one object per line).")
     visibility_timeout: int = _setting(3600,
         "kombu's visibility_timeout for the Redis broker, in seconds; must exceed horizon + lease.")
+    consumer_timeout: float = _setting(1800.0,
+        "RabbitMQ's `consumer_timeout` (a server setting) in seconds, for an `amqp://` broker: httpqueue checks at start that nothing it holds unacknowledged comes near it.")
 
     @classmethod
     def load(cls, overrides: t.Mapping[str, t.Any] | None = None,
@@ -236,7 +244,9 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse combinations that would break the timer's guarantees."""
-        if self.timer_horizon + self.lease + self.callback_timeout >= self.visibility_timeout / 2:
+        if self.rabbitmq_broker:
+            self._validate_unacked_hold()
+        elif self.timer_horizon + self.lease + self.callback_timeout >= self.visibility_timeout / 2:
             raise ConfigError(
                 "timer_horizon + lease + callback_timeout must stay under half of visibility_timeout, "
                 "or kombu would hand an ETA message out twice"
@@ -254,7 +264,31 @@ class Settings:
         for secret in self.signing_secrets:
             parse_secret(secret)
 
+    def _validate_unacked_hold(self) -> None:
+        """RabbitMQ closes a channel whose message stays unacknowledged past ``consumer_timeout``.
+
+        A delivery message is acknowledged once its tasks are handed to the
+        worker's launcher, which may first wait for room: up to
+        :data:`LAUNCHER_ROUNDS` rounds of callbacks, each as long as the longest
+        callback timeout a task may ask for. The timer horizon is counted too,
+        for a deployment that turns native delayed delivery off (then messages
+        wait in worker memory, as on Redis). Half the timeout, as for Redis.
+        """
+        longest_attempt = max(self.callback_timeout, self.max_callback_timeout)
+        hold = self.timer_horizon + self.lease + LAUNCHER_ROUNDS * longest_attempt
+        if hold >= self.consumer_timeout / 2:
+            raise ConfigError(
+                f"with a RabbitMQ broker, timer_horizon + lease + {LAUNCHER_ROUNDS} x max_callback_timeout "
+                f"({hold:g} s) must stay under half of consumer_timeout ({self.consumer_timeout:g} s), or "
+                f"RabbitMQ would close the worker's channel on a message held that long; lower them or "
+                f"raise RabbitMQ's consumer_timeout and HTTPQUEUE_CONSUMER_TIMEOUT with it")
+
     # -- derived values, computed in one place
+
+    @property
+    def rabbitmq_broker(self) -> bool:
+        """Whether the broker is RabbitMQ (an ``amqp://``, ``amqps://`` or ``pyamqp://`` URL)."""
+        return self.broker_url.split("://", 1)[0].lower() in AMQP_SCHEMES
 
     @property
     def celery_broker_url(self) -> str:

@@ -10,11 +10,19 @@ A message says "deliver these tasks (id, generation, offset), all of one topic
 and due together". One message carries up to :data:`MAX_BATCH` tasks because
 Celery's per-message cost (publish, receive, task events, ack) dwarfs an HTTP
 POST on loopback: batching is what lets a worker outrun plain Celery.
+
+How a message waits depends on the broker. On Redis it carries a Celery
+countdown and the worker holds it until due (within the timer horizon). On
+RabbitMQ with quorum queues it waits in the broker's delay levels for the
+whole seconds of its wait and the worker waits out the rest, under a second,
+through the tasks' offsets (:mod:`httpqueue.rabbitmq`).
 """
 from __future__ import annotations
 
+import dataclasses
 import typing as t
 
+from httpqueue import rabbitmq
 from httpqueue.store.records import Dispatch
 
 DELIVER_TASK = "httpqueue.deliver"
@@ -76,11 +84,54 @@ def message_name(group: t.Sequence[Dispatch]) -> str:
     return f"deliver {group[0].topic or '-'} x{len(group)}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One delivery message as it is sent: its tasks with their offsets, and how long it waits."""
+
+    items: list[list[t.Any]]
+    """``[task_id, generation, offset_ms]`` per task: when the worker starts it, after the message arrives."""
+    countdown: float | None = None
+    """Seconds Celery holds the message before it runs (a Celery ETA), or None."""
+    delay_s: int = 0
+    """Whole seconds the message waits in RabbitMQ's delay levels (native delayed delivery), or 0."""
+
+
+def celery_eta_message(group: t.Sequence[Dispatch], clock_ms: int) -> Message:
+    """A message that waits as a Celery ETA until its earliest task is due; offsets count from then."""
+    first = group[0]  # the earliest: groups are sorted by due time
+    wait = (first.due_ms - clock_ms) / 1000
+    items = [[d.task_id, d.gen, max(0, d.due_ms - max(first.due_ms, clock_ms))] for d in group]
+    return Message(items, countdown=wait if wait > 0.001 else None)
+
+
+def native_delayed_message(group: t.Sequence[Dispatch], clock_ms: int) -> Message:
+    """A message that waits whole seconds in the broker; offsets count from its arrival, to the millisecond.
+
+    The broker's delay levels cannot hold a fraction of a second, so the
+    message arrives up to a second before its earliest task and every offset
+    includes what remains. It never arrives early: a level's TTL only runs
+    out, it is never cut short; it arrives a few ms late (each level it passes
+    adds its hop), and later if it waits in the queue behind others.
+    """
+    split = rabbitmq.split_wait(group[0].due_ms - clock_ms)
+    arrives_ms = clock_ms + split.seconds * 1000
+    items = [[d.task_id, d.gen, max(0, d.due_ms - arrives_ms)] for d in group]
+    return Message(items, delay_s=split.seconds)
+
+
 class Publisher:
     """Sends dispatches as delivery messages through a Celery app."""
 
     def __init__(self, app: t.Any) -> None:
         self.app = app
+        self._native: bool | None = None
+
+    @property
+    def native_delayed(self) -> bool:
+        """Whether waits go to RabbitMQ's delay levels (decided from the app's queues, once)."""
+        if self._native is None:
+            self._native = rabbitmq.native_delayed(self.app)
+        return self._native
 
     def __call__(self, dispatches: t.Sequence[Dispatch], clock_ms: int) -> int:
         """Send the dispatches, each due ``due_ms - clock_ms`` from now; returns the number of messages.
@@ -91,17 +142,27 @@ class Publisher:
         groups = group_dispatches(dispatches)
         if not groups:
             return 0
+        native = self.native_delayed
+        build = native_delayed_message if native else celery_eta_message
+        messages = [build(group, clock_ms) for group in groups]
+        options: dict[str, t.Any] = {}
+        if native:
+            options["confirm_timeout"] = rabbitmq.CONFIRM_TIMEOUT
+            if any(m.delay_s for m in messages):
+                rabbitmq.topology.ensure(self.app, QUEUE)
         with self.app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH):
-            for group in groups:
-                first = group[0]  # the earliest: groups are sorted by due time
-                wait = (first.due_ms - clock_ms) / 1000
+            for group, message in zip(groups, messages):
+                first = group[0]
                 message_id = f"{first.task_id}:{first.gen}" + (f"+{len(group) - 1}" if len(group) > 1 else "")
-                items = [[d.task_id, d.gen, max(0, d.due_ms - max(first.due_ms, clock_ms))] for d in group]
+                route = self._delayed(message.delay_s) if message.delay_s else {"queue": QUEUE}
                 self.app.send_task(
-                    DELIVER_TASK, args=(items,), kwargs={"topic": first.topic}, queue=QUEUE,
-                    countdown=wait if wait > 0.001 else None, task_id=message_id, producer=producer,
-                    shadow=message_name(group))
+                    DELIVER_TASK, args=(message.items,), kwargs={"topic": first.topic},
+                    countdown=message.countdown, task_id=message_id, producer=producer,
+                    shadow=message_name(group), **route, **options)
         return len(groups)
+
+    def _delayed(self, seconds: int) -> dict[str, t.Any]:
+        return rabbitmq.delayed_route(seconds, self.app.amqp.queues[QUEUE].routing_key)
 
     def notify_failure(self, task_id: str, url: str) -> None:
         """Ask a worker to send the failure notification of ``task_id`` to ``url``."""
