@@ -4,6 +4,13 @@
 ``sentinel://host:port;sentinel://host:port/db``. The store gets a redis-py client
 (through :class:`redis.sentinel.Sentinel` for the latter, so it follows failovers)
 and Celery gets the matching kombu URL, so both always talk to the same master.
+
+A ``redis://`` URL may name any node of a Redis Cluster: redis-py has no URL
+scheme for cluster mode, so :func:`cluster_enabled` asks the node (``INFO
+cluster``) and the store then gets a :class:`~redis.cluster.RedisCluster`,
+which finds the other nodes itself. The broker cannot live in a cluster (kombu
+has no cluster transport): :func:`check_broker` refuses to start without a
+separate one.
 """
 from __future__ import annotations
 
@@ -12,8 +19,18 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+from httpqueue.config import ConfigError
+
+StoreClient: t.TypeAlias = "redis.Redis | RedisCluster"
+"""What the task store holds: one Redis (standalone or a Sentinel's master) or a Redis Cluster."""
+
+CLUSTER_RETRIES = 6
+"""Attempts of a cluster command (redirects aside) while a failover elects a new master: with the
+backoff below they span about 2 s, then the caller gets a 503."""
 
 SOCKET_TIMEOUT = 5.0
 """Seconds a Redis command may take before the caller gets a 503 instead of hanging."""
@@ -36,11 +53,38 @@ def sentinel_nodes(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
     return nodes, db, password
 
 
-def redis_client(url: str, master_name: str = "mymaster") -> redis.Redis:
-    """A client for the task store that retries briefly, then raises (never hangs)."""
+def cluster_enabled(url: str) -> bool:
+    """Whether the node ``url`` names runs in cluster mode (``INFO cluster``: ``cluster_enabled:1``).
+
+    An unreachable node is taken for a standalone Redis, so a process started
+    while Redis is away still starts (and answers 503 until it is back); a
+    cluster must therefore be reachable through the named node at start.
+    """
+    if is_sentinel(url) or url.startswith("unix://"):
+        return False
+    probe = redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
+    try:
+        return str(probe.info("cluster").get("cluster_enabled", 0)) == "1"
+    except redis.RedisError:
+        return False
+    finally:
+        probe.close()
+
+
+def redis_client(url: str, master_name: str = "mymaster", cluster: bool | None = None) -> StoreClient:
+    """A client for the task store that retries briefly, then raises (never hangs).
+
+    ``cluster`` None means: ask the node (:func:`cluster_enabled`).
+    """
+    timeouts: dict[str, t.Any] = dict(
+        decode_responses=True, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
+    if cluster if cluster is not None else cluster_enabled(url):
+        # the cluster client retries ConnectionError/TimeoutError/ClusterDownError itself, refreshing the
+        # slot map between attempts; its node clients must not retry on their own
+        return RedisCluster.from_url(url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CLUSTER_RETRIES),
+                                     **timeouts)
     options: dict[str, t.Any] = dict(
-        decode_responses=True, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
-        health_check_interval=15, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        timeouts, health_check_interval=15, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
     if is_sentinel(url):
@@ -48,6 +92,23 @@ def redis_client(url: str, master_name: str = "mymaster") -> redis.Redis:
         sentinel = Sentinel(nodes, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
         return sentinel.master_for(master_name, db=db, password=password, **options)
     return redis.Redis.from_url(url, **options)
+
+
+def is_cluster(client: StoreClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def check_broker(store: StoreClient, broker_url: str) -> None:
+    """Refuse a Redis Cluster as the Celery broker: kombu has no cluster transport.
+
+    With a cluster store and no ``broker_url``, Celery would fall back to the
+    store's URL and fail later, message by message, with MOVED errors.
+    """
+    if is_cluster(store) and not broker_url:
+        raise ConfigError(
+            "the task store is a Redis Cluster, which cannot be the Celery broker (kombu has no cluster "
+            "transport): set HTTPQUEUE_BROKER_URL to a standalone or Sentinel Redis (redis://, sentinel://) "
+            "or to RabbitMQ (amqp://)")
 
 
 def broker_url(url: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import urllib3
 
 from httpqueue.config import Settings
-from httpqueue.connections import redis_client
+from httpqueue.connections import check_broker, redis_client
 from httpqueue.delivery.signing import WebhookSigner
 from httpqueue.delivery.ssrf import CallbackPolicy, guarded_pool
 from httpqueue.store.keys import Keys
@@ -43,7 +43,8 @@ class Context:
     """Everything a process needs to serve requests or deliver callbacks.
 
     Every part is built here, at once (each is cheap: no connection is opened
-    until first used). Not lazily with :func:`functools.cached_property`: on
+    until first used, except one ``INFO cluster`` asking whether the store is a
+    Redis Cluster, see :func:`httpqueue.connections.cluster_enabled`). Not lazily with :func:`functools.cached_property`: on
     Python 3.11 its lock belongs to the class, so a prefork child forked while
     a worker thread (the promoter, the scheduler) was filling in a property
     inherits that lock held, and its first task hangs for ever on it.
@@ -53,8 +54,10 @@ class Context:
         s = self.settings = settings
         self.redis_url = resolve_redis_url(settings)
         self.keys = Keys(settings.key_prefix, settings.shards)
+        client = redis_client(self.redis_url, s.sentinel_master)
+        check_broker(client, s.broker_url)  # before anything starts: a cluster store needs a broker of its own
         self.store = TaskStore(
-            redis_client(self.redis_url, s.sentinel_master), self.keys,
+            client, self.keys,
             horizon_ms=s.horizon_ms, lease_ms=s.lease_ms, retention_ms=s.retention_ms, batch=s.promote_batch,
             dead_retention_ms=s.dead_retention_ms, direct_ms=s.direct_ms,
             min_replicas=s.create_min_replicas, replica_timeout_ms=s.replica_timeout_ms)

@@ -26,9 +26,10 @@ import time
 import typing as t
 
 import redis
-from redis.commands.core import Script
 
+from httpqueue.connections import StoreClient
 from httpqueue.store.keys import Keys
+from httpqueue.store.scripts import ScriptCalls
 
 NO_WORKER = "no worker is running: tasks will not fire"
 """The problem ``/ready`` and the dashboard report while no worker's heartbeat is fresh."""
@@ -85,19 +86,19 @@ return {oldest, count}
 """
 
 
-def beat(client: redis.Redis, keys: Keys, name: str, ttl_ms: int) -> None:
+def beat(client: StoreClient, keys: Keys, name: str, ttl_ms: int) -> None:
     """Say that worker ``name`` is alive for ``ttl_ms``: its member in the heartbeat set and its own key.
 
     The per-worker key (``Keys.worker_heartbeat``) stays for tools and tests
     that look for one worker by name; the set answers "is any worker alive".
+    The two keys may live on different nodes of a Redis Cluster, so they are
+    two calls (a script cannot run in redis-py's cluster pipeline).
     """
-    pipe = client.pipeline(transaction=False)
-    Script(client, _BEAT)(keys=[keys.workers()], args=[name, ttl_ms, FORGET_AFTER_MS], client=pipe)
-    pipe.set(keys.worker_heartbeat(name), int(time.time() * 1000), px=ttl_ms)
-    pipe.execute()
+    client.register_script(_BEAT)(keys=[keys.workers()], args=[name, ttl_ms, FORGET_AFTER_MS])
+    client.set(keys.worker_heartbeat(name), int(time.time() * 1000), px=ttl_ms)
 
 
-def forget(client: redis.Redis, keys: Keys, name: str) -> None:
+def forget(client: StoreClient, keys: Keys, name: str) -> None:
     """Remove worker ``name``'s heartbeat at once (a clean shutdown), so readiness turns without waiting."""
     pipe = client.pipeline(transaction=False)
     pipe.zrem(keys.workers(), name)
@@ -105,9 +106,9 @@ def forget(client: redis.Redis, keys: Keys, name: str) -> None:
     pipe.execute()
 
 
-def live_workers(client: redis.Redis, keys: Keys) -> int:
+def live_workers(client: StoreClient, keys: Keys) -> int:
     """Number of workers whose heartbeat has not run out (one command, by Redis's clock)."""
-    return int(Script(client, _LIVE)(keys=[keys.workers()], args=[]))
+    return int(client.register_script(_LIVE)(keys=[keys.workers()], args=[]))
 
 
 def _text(value: t.Any) -> str | None:
@@ -116,7 +117,7 @@ def _text(value: t.Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def persistence(client: redis.Redis) -> str:
+def persistence(client: StoreClient) -> str:
     """What the Redis keeps on disk: ``aof``, ``rdb``, ``aof+rdb``, ``none`` or ``unknown``.
 
     ``CONFIG GET`` tells both (``appendonly``, ``save``). Managed Redis often
@@ -151,7 +152,7 @@ class Overdue:
         return 0.0 if self.oldest_due_ms is None else max(0.0, (now_ms - self.oldest_due_ms) / 1000)
 
 
-def overdue(client: redis.Redis, keys: Keys, now_ms: int, scan: int = INFLIGHT_SCAN) -> Overdue:
+def overdue(client: StoreClient, keys: Keys, now_ms: int, scan: int = INFLIGHT_SCAN) -> Overdue:
     """Overdue tasks of every shard: due in the timer (never promoted), or queued in flight but never claimed.
 
     Whoever runs (no worker at all, or promoters and workers falling behind),
@@ -161,13 +162,12 @@ def overdue(client: redis.Redis, keys: Keys, now_ms: int, scan: int = INFLIGHT_S
     a shard holds more in-flight tasks than that. Paused topics' held tasks
     are not counted: they wait on purpose.
     """
-    script = Script(client, _OVERDUE)
-    pipe = client.pipeline(transaction=False)
+    script = client.register_script(_OVERDUE)
+    calls = ScriptCalls(client)
     for shard in range(keys.shards):
-        script(keys=[keys.timer(shard), keys.inflight(shard)], args=[now_ms, scan, keys.task_prefix(shard)],
-               client=pipe)
+        calls.add(script, [keys.timer(shard), keys.inflight(shard)], [now_ms, scan, keys.task_prefix(shard)])
     count, oldest = 0, None
-    for first, n in pipe.execute():
+    for first, n in calls.execute():
         count += int(n)
         if int(first) >= 0:
             oldest = int(first) if oldest is None else min(oldest, int(first))
@@ -188,7 +188,7 @@ class Report:
         return not self.problems
 
 
-def check(client: redis.Redis, keys: Keys) -> Report:
+def check(client: StoreClient, keys: Keys) -> Report:
     """Workers and persistence of the store behind ``client`` (Redis errors propagate: that is a 503)."""
     workers = live_workers(client, keys)
     kept = persistence(client)
@@ -197,7 +197,7 @@ def check(client: redis.Redis, keys: Keys) -> Report:
                   warnings=(NO_PERSISTENCE,) if kept == "none" else ())
 
 
-def persistence_warning(client: redis.Redis) -> str | None:
+def persistence_warning(client: StoreClient) -> str | None:
     """:data:`NO_PERSISTENCE` if the Redis keeps nothing on disk; None if it does, is unknown or unreachable.
 
     For the log line at a command's start: a start is never delayed or failed by it.
@@ -215,7 +215,7 @@ class WorkerWatch:
     Redis call. One thread refreshes while the others use the last answer.
     """
 
-    def __init__(self, client: t.Callable[[], redis.Redis], keys: Keys, ttl: float = 1.0,
+    def __init__(self, client: t.Callable[[], StoreClient], keys: Keys, ttl: float = 1.0,
                  clock: t.Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.keys = keys

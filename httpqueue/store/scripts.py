@@ -8,21 +8,43 @@ change one task.
 from __future__ import annotations
 
 import functools
+import time
 import typing as t
 from importlib import resources
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    AskError, ClusterDownError, ClusterError, MovedError, NoScriptError, RedisClusterException, TryAgainError,
+)
 
+from httpqueue.connections import StoreClient
 from httpqueue.exceptions import ReplicasMissing, StoreUnavailable
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
-                redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError,
-                redis.exceptions.OutOfMemoryError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError, redis.exceptions.OutOfMemoryError,
+    # Redis Cluster: no master for a slot yet (failover), redirects or TRYAGAIN beyond the client's
+    # patience (resharding), no node reachable; SlotNotCoveredError is a RedisClusterException
+    ClusterDownError, ClusterError, TryAgainError, AskError, RedisClusterException,
+)
 """Errors that mean "Redis is away or cannot take writes now": the API answers 503.
 
 Out of memory belongs here: Redis refuses a script that may write before it
 runs any of it (``maxmemory`` with ``noeviction``), so nothing is half-stored,
-and the write succeeds once memory is freed."""
+and the write succeeds once memory is freed. So do a Redis Cluster's states
+between two topologies: a slot without a master while a replica takes over,
+a slot half moved while it is resharded."""
+
+UNSTABLE_SLOT = ("non local key", "cluster is down")
+"""Words of the errors a script gets when a key it touches is half-way to another node (``Script attempted
+to access a non local key``) or its slot lost its master mid-run: the call is re-sent after a pause."""
+
+ROUTE_ATTEMPTS = 8
+"""Rounds :class:`ScriptCalls` re-sends calls redirected (MOVED, ASK) or told to wait (TRYAGAIN) by a cluster."""
+
+ROUTE_PAUSE = 0.05
+"""Seconds before the first re-send of a round told to wait; doubled each round (8 rounds: about 6 s in all)."""
 
 TASK_SCRIPTS = frozenset({"claim", "settle", "delete", "requeue"})
 """Scripts that change one task; they receive :meth:`TaskKeys.as_list` as KEYS."""
@@ -53,8 +75,19 @@ def translate_errors(func: F) -> F:
     return t.cast(F, wrapper)
 
 
+Call = tuple[t.Any, list[t.Any], list[t.Any]]
+"""One script call: the redis-py Script, its KEYS, its ARGV."""
+
+
+def unstable(reply: t.Any) -> bool:
+    """Whether ``reply`` says the call did not run now but will on the same or another node, soon."""
+    if isinstance(reply, (MovedError, AskError, TryAgainError, ClusterDownError)):
+        return True
+    return isinstance(reply, redis.ResponseError) and any(w in str(reply) for w in UNSTABLE_SLOT)
+
+
 class ScriptCalls:
-    """Lua script calls sent in one round trip.
+    """Lua script calls sent in one round trip (one per node of a Redis Cluster).
 
     redis-py's pipelines check with ``SCRIPT EXISTS`` before every execute that
     runs scripts, which costs a second round trip on each create, claim and
@@ -62,11 +95,20 @@ class ScriptCalls:
     finds the script cache empty (Redis restarted or failed over) is run again
     on its own, which loads the script. A ``NOSCRIPT`` call did not run, so
     running it again is safe.
+
+    With a Redis Cluster the calls are grouped by the node that holds their
+    keys' slot and each group is a plain pipeline on that node's own client:
+    redis-py's cluster pipeline refuses ``EVALSHA`` (redis-py#2914), and
+    ``WAIT`` must run on the connection that wrote. A call answered by a
+    redirect (``MOVED``: the slot moved; ``ASK``: it is moving) or told to wait
+    (``TRYAGAIN``, a slot without a master) did not run; it is sent again to
+    where the cluster now says, at most :data:`ROUTE_ATTEMPTS` rounds. The
+    standalone path is the same loop with one group that never redirects.
     """
 
-    def __init__(self, client: redis.Redis, wait_replicas: int = 0, wait_timeout_ms: int = 0) -> None:
+    def __init__(self, client: StoreClient, wait_replicas: int = 0, wait_timeout_ms: int = 0) -> None:
         self.client = client
-        self.calls: list[tuple[t.Any, list[t.Any], list[t.Any]]] = []
+        self.calls: list[Call] = []
         self.results: list[t.Any] = []
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
@@ -76,33 +118,93 @@ class ScriptCalls:
 
     def execute(self) -> list[t.Any]:
         if len(self.calls) == 1 and not self.wait_replicas:
-            script, keys, args = self.calls[0]
+            script, keys, args = self.calls[0]  # redis-py routes it, follows redirects, reloads a lost script
             self.results = [script(keys=keys, args=args)]
             return self.results
-        results = self._send(self.calls)
-        missing = [i for i, result in enumerate(results) if isinstance(result, redis.exceptions.NoScriptError)]
-        if missing:  # the script cache was empty (restart, failover): load and send just those again
-            for script in {id(self.calls[i][0]): self.calls[i][0] for i in missing}.values():
-                self.client.script_load(script.script)
-            for i, result in zip(missing, self._send([self.calls[i] for i in missing])):
-                results[i] = result
+        results: list[t.Any] = [None] * len(self.calls)
+        todo: dict[int, str | None] = {i: None for i in range(len(self.calls))}  # index -> ASK target node
+        pause = ROUTE_PAUSE
+        for attempt in range(ROUTE_ATTEMPTS):
+            for (_, asking), (client, indexes) in self._groups(todo).items():
+                for i, reply in zip(indexes, self._send(client, [self.calls[i] for i in indexes], asking)):
+                    if isinstance(reply, NoScriptError):  # restarted, or a replica promoted since the load
+                        client.script_load(self.calls[i][0].script)
+                    results[i] = reply
+            todo, wait = self._again(results)
+            if not todo or attempt + 1 == ROUTE_ATTEMPTS:
+                break
+            if wait:
+                self._refresh()
+                time.sleep(pause)
+                pause *= 2
         for result in results:
             if isinstance(result, Exception):
                 raise result
         self.results = results
         return results
 
-    def _send(self, calls: list[tuple[t.Any, list[t.Any], list[t.Any]]]) -> list[t.Any]:
-        """One round trip; with ``wait_replicas``, ``WAIT`` on the same connection, checked."""
-        pipe = self.client.pipeline(transaction=False)
+    def _groups(self, todo: dict[int, str | None]) -> dict[tuple[str, bool], tuple[t.Any, list[int]]]:
+        """The calls of ``todo`` by (node, asking): the node that holds their slot, or their ASK target."""
+        if not isinstance(self.client, RedisCluster):
+            return {("", False): (self.client, list(todo))}
+        groups: dict[tuple[str, bool], tuple[t.Any, list[int]]] = {}
+        for i, ask in todo.items():
+            node: ClusterNode | None = self.client.get_node(node_name=ask) if ask else None
+            asking = node is not None
+            if node is None:
+                node = self.client.get_node_from_key(self.calls[i][1][0])
+            group = groups.setdefault((node.name, asking), (self.client.get_redis_connection(node), []))
+            group[1].append(i)
+        return groups
+
+    @staticmethod
+    def _again(results: list[t.Any]) -> tuple[dict[int, str | None], bool]:
+        """Calls to send again (with their ASK target), and whether to refresh the slot map and pause first."""
+        todo: dict[int, str | None] = {}
+        wait = False
+        for i, reply in enumerate(results):
+            if isinstance(reply, NoScriptError):
+                todo[i] = None
+            elif isinstance(reply, AskError) and not isinstance(reply, MovedError):
+                todo[i] = f"{reply.host}:{reply.port}"
+            elif unstable(reply):
+                todo[i] = None
+                wait = True
+        return todo, wait
+
+    def _refresh(self) -> None:
+        """Re-read the cluster's slot map after a redirect or a failover (nothing to do standalone)."""
+        if isinstance(self.client, RedisCluster):
+            try:
+                self.client.nodes_manager.initialize()
+            except REDIS_ERRORS:
+                pass  # no node answers right now: the next round finds out
+
+    def _send(self, client: redis.Redis, calls: list[Call], asking: bool = False) -> list[t.Any]:
+        """One round trip to one node; with ``wait_replicas``, ``WAIT`` on the same connection, checked.
+
+        A node that refuses the connection (a dead master) is the cluster's
+        to replace: its calls are answered ``CLUSTERDOWN`` and sent again.
+        """
+        pipe = client.pipeline(transaction=False)
         for script, keys, args in calls:
+            if asking:
+                pipe.execute_command("ASKING")
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         if self.wait_replicas:
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-        results = pipe.execute(raise_on_error=False)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except redis.ConnectionError as exc:
+            if not isinstance(self.client, RedisCluster) or not _refused(exc):
+                raise
+            return [ClusterDownError(f"CLUSTERDOWN {exc}")] * len(calls)
+        if asking:
+            results = [r for n, r in enumerate(results) if n % 2 or n >= 2 * len(calls)]
         if self.wait_replicas:
             acked = results.pop()
-            if isinstance(acked, Exception) or int(acked) < self.wait_replicas:
+            done = [r for r in results if not isinstance(r, Exception)]
+            if done and (isinstance(acked, Exception) or int(acked) < self.wait_replicas):
                 raise ReplicasMissing(
                     f"the write reached {acked if not isinstance(acked, Exception) else 0} of "
                     f"{self.wait_replicas} required Redis replicas within {self.wait_timeout_ms} ms; the task may "
@@ -110,3 +212,6 @@ class ScriptCalls:
         return results
 
 
+def _refused(exc: redis.ConnectionError) -> bool:
+    """Whether the connection was refused before anything was sent (so nothing ran)."""
+    return "refused" in str(exc).lower() or "connecting to" in str(exc).lower()

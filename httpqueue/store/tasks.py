@@ -20,9 +20,8 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
-import redis
-
 from httpqueue import jsoncodec
+from httpqueue.connections import StoreClient
 from httpqueue.exceptions import TaskConflict, TaskNotFound
 from httpqueue.states import IN_FLIGHT_STATES, PARKED_OUTCOMES, WAITING_STATES, Outcome, State
 from httpqueue.store import scripts
@@ -37,10 +36,6 @@ HISTORY_MAX = 50
 
 MAX_LOST = 3
 """How many times a task may be lost by dying workers before it fails for good."""
-
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
-                redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)
-
 
 #: Where each state's tasks are found, in listing order.
 LIST_SOURCES = (
@@ -65,7 +60,7 @@ LIST_CALLS_PER_ROUND = 64
 class TaskStore:
     """Task metadata and timers in one Redis (or one Redis Cluster, by hash tags)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, *, horizon_ms: int, lease_ms: int,
+    def __init__(self, client: StoreClient, keys: Keys, *, horizon_ms: int, lease_ms: int,
                  retention_ms: int, batch: int = 2000, dead_retention_ms: int | None = None,
                  direct_ms: int | None = None, min_replicas: int = 0, replica_timeout_ms: int = 1000) -> None:
         self.redis = client
