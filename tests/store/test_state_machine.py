@@ -4,7 +4,7 @@ Hypothesis interleaves create (and re-create of a taken or purged id),
 promote, claim, settle (any outcome, by the current or a stale generation),
 whole attempts, attempts lost by dying workers (up to failing the task),
 delete, requeue, reclaim, purge and resume, with the clock moving forward in
-between, on the suite's real Redis (a fresh key prefix and two shards per
+between, on the suite's real Redis and Redis Cluster (a fresh key prefix and two shards per
 example; 30 examples of up to 30 steps, a few seconds). After every step:
 
 * the per-state counts (``TaskStore.counts()`` and every shard's statistics
@@ -48,10 +48,11 @@ class TaskLifecycle(RuleBasedStateMachine):
     """One example: a fresh store, a clock, and the ids created so far."""
 
     redis_url: t.ClassVar[str] = ""
+    broker_url: t.ClassVar[str] = ""
 
     def __init__(self) -> None:
         super().__init__()
-        self.contexts = FreshContexts(self.redis_url)
+        self.contexts = FreshContexts(self.redis_url, self.broker_url)
         # short retention, so purges happen within an example's clock
         self.context = self.contexts(shards=SHARDS, retention=30, dead_letter_retention=60, promote_batch=50)
         self.store = self.context.store
@@ -253,6 +254,6 @@ class TaskLifecycle(RuleBasedStateMachine):
             self.gens[task_id] = gen
 
 
-def test_counts_and_sets_follow_the_task_states(redis_server: EmbeddedRedis) -> None:
-    TaskLifecycle.redis_url = redis_server.url
+def test_counts_and_sets_follow_the_task_states(store_url: str, redis_server: EmbeddedRedis) -> None:
+    TaskLifecycle.redis_url, TaskLifecycle.broker_url = store_url, redis_server.url
     run_state_machine_as_test(TaskLifecycle, settings=MACHINE_SETTINGS)

@@ -1,7 +1,9 @@
 """The task store on the suite's Redis, with a key prefix of each test's own, and what to check in it.
 
 Store tests run against the session's real Redis (the ``redis_server`` fixture),
-which the session's worker and the Flask app also use under the prefix ``hq``.
+which the session's worker and the Flask app also use under the prefix ``hq``,
+or against the session's Redis Cluster (``redis_cluster``): the helpers read
+through the store's own kind of client, so they work on both.
 So a fresh store is never a ``FLUSHDB``: each one gets a prefix nobody else
 uses (checked empty when made) and its keys are deleted when the test ends.
 """
@@ -11,9 +13,8 @@ import json
 import typing as t
 import uuid
 
-import redis
-
 from httpqueue.config import Settings
+from httpqueue.connections import StoreClient, redis_client
 from httpqueue.context import Context
 from httpqueue.states import Outcome, State
 from httpqueue.store.keys import Keys
@@ -41,12 +42,12 @@ def fresh_prefix() -> str:
     return f"ts-{uuid.uuid4().hex[:12]}"
 
 
-def prefix_keys(client: redis.Redis, keys: Keys) -> list[str]:
+def prefix_keys(client: StoreClient, keys: Keys) -> list[str]:
     """Every Redis key under ``keys.prefix`` (a store's whole footprint)."""
     return sorted(str(k) for k in client.scan_iter(match=f"{keys.prefix}:*", count=1000))
 
 
-def drop_prefix(client: redis.Redis, keys: Keys) -> int:
+def drop_prefix(client: StoreClient, keys: Keys) -> int:
     """Delete every key under ``keys.prefix``; returns how many."""
     found = prefix_keys(client, keys)
     for start in range(0, len(found), 500):
@@ -62,14 +63,15 @@ class FreshContexts:
     values the store derives from settings, as in production.
     """
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, broker_url: str = "") -> None:
         self.redis_url = redis_url
-        self.client = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.broker_url = broker_url  # a Redis Cluster store needs a broker of its own (never used by store tests)
+        self.client = redis_client(redis_url)
         self.made: list[Context] = []
 
     def __call__(self, **overrides: t.Any) -> Context:
         settings = Settings.load({**TEST_SETTINGS, "redis_url": self.redis_url, "key_prefix": fresh_prefix(),
-                                  **overrides}, environ={})
+                                  "broker_url": self.broker_url, **overrides}, environ={})
         context = Context(settings)
         assert prefix_keys(self.client, context.keys) == [], f"prefix {context.keys.prefix} is not fresh"
         self.made.append(context)
@@ -83,7 +85,7 @@ class FreshContexts:
         self.client.close()
 
 
-def memberships(client: redis.Redis, keys: Keys, task_ids: t.Sequence[str]) -> dict[str, frozenset[str]]:
+def memberships(client: StoreClient, keys: Keys, task_ids: t.Sequence[str]) -> dict[str, frozenset[str]]:
     """For each id, the names of its shard's task sets (:data:`TASK_SETS`) that hold it (one round trip)."""
     pipe = client.pipeline(transaction=False)
     for task_id in task_ids:
@@ -94,23 +96,23 @@ def memberships(client: redis.Redis, keys: Keys, task_ids: t.Sequence[str]) -> d
     return {task_id: frozenset(name for name in TASK_SETS if next(replies) is not None) for task_id in task_ids}
 
 
-def where(client: redis.Redis, keys: Keys, task_id: str) -> frozenset[str]:
+def where(client: StoreClient, keys: Keys, task_id: str) -> frozenset[str]:
     """The task sets that hold ``task_id``."""
     return memberships(client, keys, [task_id])[task_id]
 
 
-def score(client: redis.Redis, keys: Keys, name: str, task_id: str) -> int | None:
+def score(client: StoreClient, keys: Keys, name: str, task_id: str) -> int | None:
     """The score of ``task_id`` in its shard's set ``name`` (``timer``, ``inflight``, ...), or None."""
     value = client.zscore(getattr(keys, name)(keys.shard_of(task_id)), task_id)
     return None if value is None else int(value)
 
 
-def raw(client: redis.Redis, keys: Keys, task_id: str) -> dict[str, str]:
+def raw(client: StoreClient, keys: Keys, task_id: str) -> dict[str, str]:
     """The task's hash as stored (short field names, see ``records.FIELDS``)."""
     return t.cast(dict[str, str], client.hgetall(keys.task(task_id)))
 
 
-def stats(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], int]:
+def stats(client: StoreClient, keys: Keys) -> dict[tuple[str, str], int]:
     """The statistics hashes read directly, summed over the shards, zeros left out."""
     totals: dict[tuple[str, str], int] = {}
     for shard in range(keys.shards):
@@ -120,7 +122,7 @@ def stats(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], int]:
     return {k: v for k, v in totals.items() if v}
 
 
-def history(client: redis.Redis, keys: Keys, task_id: str) -> list[str]:
+def history(client: StoreClient, keys: Keys, task_id: str) -> list[str]:
     """The names of the task's recorded lifecycle events, oldest first."""
     return [json.loads(e)["event"] for e in client.lrange(keys.history(task_id), 0, -1)]
 
@@ -136,7 +138,7 @@ class View:
 
     def __init__(self, store: TaskStore) -> None:
         self.store = store
-        self.client: redis.Redis = store.redis
+        self.client: StoreClient = store.redis
         self.keys: Keys = store.keys
 
     def raw(self, task_id: str) -> dict[str, str]:
