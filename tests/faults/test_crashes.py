@@ -18,6 +18,7 @@ import requests
 
 from tests.support.faults import Load, Service, assert_duplicates_explained, drive, settle
 from tests.support.processes import wait_until
+from tests.support.rabbitmq import rabbitmq_vhost  # noqa: F401  (fixture)
 from tests.support.receiver import Answer, Receiver
 
 pytestmark = pytest.mark.faults
@@ -30,7 +31,19 @@ def service(tmp_path: t.Any) -> t.Iterator[Service]:
     svc.stop()
 
 
-def test_kill_9_worker_parent_and_children(service: Service, receiver: Receiver, topic: str) -> None:
+@pytest.fixture(params=["redis", "rabbitmq"])
+def any_broker_service(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Service]:
+    """A service whose broker is its Redis, or RabbitMQ (a vhost of the test's own)."""
+    overrides = {}
+    if request.param == "rabbitmq":
+        overrides["broker_url"] = request.getfixturevalue("rabbitmq_vhost").url
+    svc = Service(tmp_path, **overrides)
+    yield svc
+    svc.stop()
+
+
+def test_kill_9_worker_parent_and_children(any_broker_service: Service, receiver: Receiver, topic: str) -> None:
+    service = any_broker_service
     path = f"/{topic}"
     receiver.default(path, Answer(delay=0.05))
     service.start_api()
@@ -44,7 +57,8 @@ def test_kill_9_worker_parent_and_children(service: Service, receiver: Receiver,
     thread.join()
     tally = settle(load, receiver, path, timeout=40)
     tally.recovery_s = time.monotonic() - killed_at
-    tally.report("kill -9 worker (prefork parent + children)", 1)
+    broker = "RabbitMQ" if service.settings.get("broker_url") else "Redis"
+    tally.report(f"kill -9 worker (prefork parent + children), {broker} broker", 1)
     assert not tally.lost and not tally.fired_after_delete
     assert_duplicates_explained(tally, bound=100)  # at most what the dead worker had in flight
     assert load.statuses[200] >= 200

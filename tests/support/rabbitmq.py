@@ -68,23 +68,28 @@ class VHost:
         ctl("delete_vhost", self.name)
 
     def connections(self) -> list[str]:
-        """Names of the client connections open on this vhost (and no other)."""
-        names = []
-        for line in ctl("list_connections", "name", "vhost").splitlines():
-            name, _, vhost = line.rpartition("\t")
-            if vhost == self.name and name:
-                names.append(name)
-        return names
+        """Erlang process ids of the client connections open on this vhost (and no other).
+
+        ``rabbitmqctl close_connection`` wants the pid (``<rabbit@host.1.2345.0>``),
+        not the connection's name.
+        """
+        pids = []
+        for line in ctl("list_connections", "pid", "vhost").splitlines():
+            pid, _, vhost = line.rpartition("\t")
+            if vhost == self.name and pid:
+                pids.append(pid)
+        return pids
 
     def close_connections(self, reason: str = "closed by the test suite") -> int:
-        """Close every client connection of this vhost (``close_all_connections`` would hit others)."""
-        names = self.connections()
-        for name in names:
+        """Close every client connection of this vhost (``close_all_connections`` would hit others'); how many."""
+        closed = 0
+        for pid in self.connections():
             try:
-                ctl("close_connection", name, reason)
-            except RuntimeError:  # closed meanwhile
+                ctl("close_connection", pid, reason)
+                closed += 1
+            except RuntimeError:  # it closed by itself meanwhile
                 pass
-        return len(names)
+        return closed
 
     def queue_depth(self, queue: str) -> int:
         """Messages ready plus unacknowledged in ``queue`` of this vhost (0 if it does not exist)."""
