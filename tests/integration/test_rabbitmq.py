@@ -29,8 +29,15 @@ from tests.support.receiver import Answer, Receiver
 HORIZON = 10.0
 """The module's timer horizon: delays up to this go to RabbitMQ's delay levels as soon as they are created."""
 
-LATE_BOUND = 0.6
-"""Seconds a callback may arrive after its due time on a loaded 2-core box (a lost fraction costs up to 1 s)."""
+LATE_BOUND = 0.9
+"""Seconds a callback may arrive after its due time on a loaded 2-core box (load 9 seen while other suites ran).
+
+A lost fraction (whole-second truncation) fires up to 1 s *early*, which the
+tests refuse outright; a wait rounded up instead fires up to 1 s late, which
+this bound and the median's catch."""
+
+MEDIAN_BOUND = 0.4
+"""Seconds the median task of a test may be late (20-160 ms measured, most of it the box's load)."""
 
 EARLY_TOLERANCE = 0.005
 """Seconds a callback may seem early: the receiver and the API read the same clock, milliseconds apart."""
@@ -104,7 +111,7 @@ def test_callbacks_arrive_on_time_never_early(deployment: Deployment, receiver: 
     assert len(lateness) == len(created)  # each once
     assert all(v >= -EARLY_TOLERANCE for v in lateness.values()), lateness  # a lost fraction fires early
     assert all(v < LATE_BOUND for v in lateness.values()), lateness
-    assert statistics.median(lateness.values()) < 0.25, lateness
+    assert statistics.median(lateness.values()) < MEDIAN_BOUND, lateness
 
 
 def test_tasks_of_one_topic_due_together_share_a_message_and_keep_their_offsets(
