@@ -40,11 +40,15 @@ UNSTABLE_SLOT = ("non local key", "cluster is down")
 """Words of the errors a script gets when a key it touches is half-way to another node (``Script attempted
 to access a non local key``) or its slot lost its master mid-run: the call is re-sent after a pause."""
 
-ROUTE_ATTEMPTS = 8
-"""Rounds :class:`ScriptCalls` re-sends calls redirected (MOVED, ASK) or told to wait (TRYAGAIN) by a cluster."""
+ROUTE_ATTEMPTS = 6
+"""Times :class:`ScriptCalls` pauses and re-sends calls a cluster moved (MOVED) or told to wait (TRYAGAIN,
+CLUSTERDOWN, a dead master); then the caller gets a 503. With the pauses below, about 2 s in all: as long
+as a replica takes to replace a master with ``cluster-node-timeout`` 1 s."""
 
 ROUTE_PAUSE = 0.05
-"""Seconds before the first re-send of a round told to wait; doubled each round (8 rounds: about 6 s in all)."""
+"""Seconds of the first pause before a re-send; doubled each time up to :data:`ROUTE_PAUSE_MAX`."""
+
+ROUTE_PAUSE_MAX = 0.5
 
 TASK_SCRIPTS = frozenset({"claim", "settle", "delete", "requeue"})
 """Scripts that change one task; they receive :meth:`TaskKeys.as_list` as KEYS."""
@@ -123,20 +127,21 @@ class ScriptCalls:
             return self.results
         results: list[t.Any] = [None] * len(self.calls)
         todo: dict[int, str | None] = {i: None for i in range(len(self.calls))}  # index -> ASK target node
-        pause = ROUTE_PAUSE
-        for attempt in range(ROUTE_ATTEMPTS):
+        pause, waits = ROUTE_PAUSE, 0
+        for _ in range(2 * ROUTE_ATTEMPTS):  # rounds that only follow an ASK or reload a script do not wait
             for (_, asking), (client, indexes) in self._groups(todo).items():
                 for i, reply in zip(indexes, self._send(client, [self.calls[i] for i in indexes], asking)):
                     if isinstance(reply, NoScriptError):  # restarted, or a replica promoted since the load
                         client.script_load(self.calls[i][0].script)
                     results[i] = reply
             todo, wait = self._again(results)
-            if not todo or attempt + 1 == ROUTE_ATTEMPTS:
+            if not todo or (wait and waits == ROUTE_ATTEMPTS):
                 break
             if wait:
+                waits += 1
                 self._refresh()
                 time.sleep(pause)
-                pause *= 2
+                pause = min(2 * pause, ROUTE_PAUSE_MAX)
         for result in results:
             if isinstance(result, Exception):
                 raise result

@@ -131,10 +131,27 @@ class LocalCluster:
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
         self.wait_stable(deadline - time.monotonic())
+        self._wait(lambda: len([n for n in self.nodes() if not n.master]) == self.masters * self.replicas, deadline,
+                   "every replica known")
+        self._wait(self.replicating, deadline, "every replica in sync with its master")
         return self
 
+    def replicating(self) -> bool:
+        """Whether every live replica's link to its master is up (so ``WAIT`` can be met)."""
+        for node in self.nodes():
+            if node.master or node.failed or node.port not in self.alive_ports():
+                continue
+            client = self.node(node.port)
+            try:
+                if client.info("replication").get("master_link_status") != "up":
+                    return False
+            finally:
+                client.close()
+        return True
+
     def wait_stable(self, timeout: float = 30.0) -> None:
-        """Until every live node says ``cluster_state:ok`` and they all agree on the masters and their slots."""
+        """Until every live node says ``cluster_state:ok`` and they all agree on the masters, their slots and
+        their replicas (every replica of a live master)."""
         deadline = time.monotonic() + timeout
         self._wait(self.stable, deadline, "cluster_state:ok on every node, one view of the slots")
 
@@ -150,9 +167,11 @@ class LocalCluster:
                 client.close()
             masters = [n for n in nodes if n.master and n.slots and not n.failed]
             replicas = [n for n in nodes if not n.master and not n.failed]
-            if sum(n.slot_count for n in masters) != 16384 or any(n.master_id == "-" for n in replicas):
+            live = {n.id for n in masters}
+            if sum(n.slot_count for n in masters) != 16384 or any(n.master_id not in live for n in replicas):
                 return False
-            views.add(tuple(sorted((n.port, n.slots) for n in masters)))
+            views.add((tuple(sorted((n.port, n.slots) for n in masters)),
+                       tuple(sorted((n.port, n.master_id) for n in replicas))))
         return len(views) == 1
 
     def nodes(self) -> list[Node]:
