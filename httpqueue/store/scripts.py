@@ -76,6 +76,10 @@ def translate_errors(func: F) -> F:
             return func(*args, **kwargs)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"task store unavailable: {exc}") from exc
+        except redis.ResponseError as exc:
+            if unstable(exc):  # a script met a slot half moved: it stopped before writing (lua/common.lua)
+                raise StoreUnavailable(f"task store unavailable: {exc}") from exc
+            raise
     return t.cast(F, wrapper)
 
 
@@ -88,6 +92,33 @@ def unstable(reply: t.Any) -> bool:
     if isinstance(reply, (MovedError, AskError, TryAgainError, ClusterDownError)):
         return True
     return isinstance(reply, redis.ResponseError) and any(w in str(reply) for w in UNSTABLE_SLOT)
+
+
+def call_directly(client: redis.Redis, script: t.Any, keys: list[t.Any], args: list[t.Any]) -> t.Any:
+    """One ``EVALSHA`` on a pooled connection of ``client``, past redis-py's per-command layers.
+
+    A single create, claim or settle is one script call; through redis-py's
+    ``Script.__call__`` it passes argument deprecation checks, the retry
+    wrapper and the operation-duration recorder, which together cost about a
+    third of the call's CPU (docs/benchmarks.rst). The common case (connected,
+    script loaded) goes out here as the command and its reply; anything else
+    (a lost connection, a timeout, ``NOSCRIPT``) is handed to ``Script.__call__``,
+    which reconnects, retries by the client's policy and loads the script.
+    Retrying is safe: a call that failed to reach Redis or found no script did
+    not run, and the task scripts are idempotent on a replay that did.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return connection.read_response()
+    except NoScriptError:
+        pass
+    except (redis.ConnectionError, redis.TimeoutError):
+        connection.disconnect()  # a reply may still be on its way: the connection cannot be reused
+    finally:
+        pool.release(connection)
+    return script(keys=keys, args=args)
 
 
 class ScriptCalls:
@@ -122,8 +153,11 @@ class ScriptCalls:
 
     def execute(self) -> list[t.Any]:
         if len(self.calls) == 1 and not self.wait_replicas:
-            script, keys, args = self.calls[0]  # redis-py routes it, follows redirects, reloads a lost script
-            self.results = [script(keys=keys, args=args)]
+            script, keys, args = self.calls[0]
+            if isinstance(self.client, redis.Redis):
+                self.results = [call_directly(self.client, script, keys, args)]
+            else:  # redis-py routes it, follows redirects, reloads a lost script
+                self.results = [script(keys=keys, args=args)]
             return self.results
         results: list[t.Any] = [None] * len(self.calls)
         todo: dict[int, str | None] = {i: None for i in range(len(self.calls))}  # index -> ASK target node

@@ -7,11 +7,25 @@ local function move(stats, topic, from, to)
 end
 
 -- Append one lifecycle event (a JSON string) to a task's capped history list.
+-- With pcall: in a Redis Cluster slot being resharded, a history list not yet
+-- created (or already moved) is "a non local key" to the scripts that reach it
+-- through a prefix; the event is then dropped rather than the script stopped
+-- half-way through its writes.
 local function record(hkey, event, histmax)
   if event and event ~= '' then
-    redis.call('RPUSH', hkey, event)
-    redis.call('LTRIM', hkey, -tonumber(histmax), -1)
+    redis.pcall('RPUSH', hkey, event)
+    redis.pcall('LTRIM', hkey, -tonumber(histmax), -1)
   end
+end
+
+-- The fields of each task of `ids` (HMGET), read before a script writes anything. Scripts
+-- that reach task keys through a prefix (not declared in KEYS) call this first: in a Redis
+-- Cluster slot half moved to another node, a task key already moved makes the read fail,
+-- and the script then stops before any write, rather than after some (it is run again).
+local function read_tasks(prefix, ids, ...)
+  local fields = {}
+  for i, id in ipairs(ids) do fields[i] = redis.call('HMGET', prefix .. id, ...) end
+  return fields
 end
 
 local PENDING = {scheduled = true, queued = true, retrying = true}

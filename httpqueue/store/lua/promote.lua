@@ -6,11 +6,12 @@
 -- Returns a flat list id, gen, due, has_retry, topic, id, ...
 local now, horizon, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + horizon, 'LIMIT', 0, tonumber(ARGV[4]))
+local fields = read_tasks(ARGV[5], ids, 'st', 'due', 'tp', 'hr')
 local out = {}
-for _, id in ipairs(ids) do
+for i, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[5] .. id
-  local f = redis.call('HMGET', key, 'st', 'due', 'tp', 'hr')
+  local f = fields[i]
   if PENDING[f[1]] and f[1] ~= 'queued' then
     local gen = redis.call('HINCRBY', key, 'gen', 1)
     redis.call('HSET', key, 'st', 'queued')

@@ -12,10 +12,11 @@
 -- Returns a flat list id, gen, due, has_retry, topic of the tasks to publish again.
 local now, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local fields = read_tasks(ARGV[4], ids, 'st', 'tp', 'due', 'hr')
 local out = {}
-for _, id in ipairs(ids) do
+for i, id in ipairs(ids) do
   local key = ARGV[4] .. id
-  local f = redis.call('HMGET', key, 'st', 'tp', 'due', 'hr')
+  local f = fields[i]
   local st = f[1]
   if st == 'queued' or st == 'delivering' then
     local lost = 0

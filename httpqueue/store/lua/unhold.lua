@@ -6,10 +6,13 @@
 -- Returns {next_offset (-1 when done), moved}.
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local entries = redis.call('ZRANGE', KEYS[1], offset, offset + limit - 1, 'WITHSCORES')
+local ids = {}
+for i = 1, #entries, 2 do ids[#ids + 1] = entries[i] end
+local fields = read_tasks(ARGV[2], ids, 'tp')
 local moved, removed = 0, 0
 for i = 1, #entries, 2 do
   local id = entries[i]
-  local tp = redis.call('HGET', ARGV[2] .. id, 'tp')
+  local tp = fields[(i + 1) / 2][1]
   if tp == ARGV[1] or not tp then
     redis.call('ZREM', KEYS[1], id)
     removed = removed + 1
