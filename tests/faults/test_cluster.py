@@ -17,7 +17,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-import redis
 from redis.crc import key_slot
 
 from httpqueue.connections import StoreClient, redis_client
@@ -126,38 +125,6 @@ def test_failover_of_a_master_under_load(tmp_path: Path, cluster: LocalCluster, 
         service.stop()
 
 
-def move_slot(cluster: LocalCluster, slot: int, source: Node, target: Node, batch: int = 10) -> int:
-    """Move one slot as ``redis-cli --cluster reshard`` does: IMPORTING/MIGRATING, MIGRATE ``batch`` keys at a
-    time (so scripts meet the slot half moved), then give the slot to ``target`` everywhere. Returns keys moved."""
-    src, dst = cluster.node(source.port), cluster.node(target.port)
-    moved = 0
-    try:
-        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.id)
-        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
-        for _ in range(100_000):
-            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
-            if not keys:
-                break
-            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
-            moved += len(keys)
-        dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.id)
-        src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.id)
-        # the other masters learn it from the cluster bus anyway; telling them saves a redirect
-        for node in cluster.nodes():
-            if node.master and not node.failed and node.id not in (source.id, target.id):
-                client = cluster.node(node.port)
-                try:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target.id)
-                except redis.ResponseError as exc:  # its view is older than ours (no longer a master)
-                    print(f"SETSLOT on {node.port}: {exc}")
-                finally:
-                    client.close()
-    finally:
-        src.close()
-        dst.close()
-    return moved
-
-
 def test_resharding_under_load(tmp_path: Path, cluster: LocalCluster, broker: EmbeddedRedis, store: StoreClient,
                                receiver: Receiver, topic: str) -> None:
     """Move the slots of every shard of one master to another and back while tasks are created, fired and deleted."""
@@ -177,7 +144,9 @@ def test_resharding_under_load(tmp_path: Path, cluster: LocalCluster, broker: Em
         for there, back in ((source, target), (target, source)):
             wait_until(lambda: len(load.acked) >= 80, 15, "the load under way")
             for slot in slots:
-                moved += move_slot(cluster, slot, there, back)
+                before = len(load.acked)
+                moved += cluster.move_slot(slot, there, back, halfway=lambda: wait_until(
+                    lambda: len(load.acked) >= before + 10, 15, "creates while the slot is half moved"))
                 cluster.wait_stable(30)
             assert {cluster.master_of_slot(slot).id for slot in slots} == {back.id}
             load_before = len(load.acked)

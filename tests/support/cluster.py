@@ -189,6 +189,51 @@ class LocalCluster:
     def replica_of(self, master: Node) -> Node:
         return next(n for n in self.nodes() if n.master_id == master.id and not n.failed)
 
+    def begin_move(self, slot: int, source: Node, target: Node) -> None:
+        """Mark ``slot`` IMPORTING on ``target`` and MIGRATING on ``source`` (``redis-cli --cluster reshard``'s
+        first step): from now on keys of the slot may be on either side."""
+        self._on(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source.id)
+        self._on(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
+
+    def move_keys(self, source: Node, target: Node, keys: t.Sequence[str]) -> None:
+        self._on(source, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+
+    def finish_move(self, slot: int, source: Node, target: Node) -> None:
+        """Give ``slot`` to ``target`` on both sides, then on the other masters (saving them a redirect)."""
+        self._on(target, "CLUSTER", "SETSLOT", slot, "NODE", target.id)
+        self._on(source, "CLUSTER", "SETSLOT", slot, "NODE", target.id)
+        for node in self.nodes():
+            if node.master and not node.failed and node.id not in (source.id, target.id):
+                try:
+                    self._on(node, "CLUSTER", "SETSLOT", slot, "NODE", target.id)
+                except redis.ResponseError:  # no longer a master in its own view: the bus tells it anyway
+                    pass
+
+    def move_slot(self, slot: int, source: Node, target: Node, batch: int = 10,
+                  halfway: t.Callable[[], None] = lambda: None) -> int:
+        """Move one slot as ``redis-cli --cluster reshard`` does, ``batch`` keys per MIGRATE. ``halfway()``
+        runs after the first batch: the slot stays half moved meanwhile (as a big slot does), so scripts
+        meet its keys on both sides. Returns the number of keys moved."""
+        self.begin_move(slot, source, target)
+        moved = 0
+        for _ in range(100_000):
+            keys = self._on(source, "CLUSTER", "GETKEYSINSLOT", slot, batch)
+            if not keys:
+                break
+            self.move_keys(source, target, keys)
+            if not moved:
+                halfway()
+            moved += len(keys)
+        self.finish_move(slot, source, target)
+        return moved
+
+    def _on(self, node: Node, *command: t.Any) -> t.Any:
+        client = self.node(node.port)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
     def kill(self, port: int) -> None:
         """SIGKILL one node (no goodbye to the others: they notice after ``cluster-node-timeout``)."""
         self.procs[port].kill()
