@@ -117,7 +117,15 @@ class TaskStore:
             for n, index in enumerate(indexes):
                 replies[index] = (int(reply[2 * n]), reply[2 * n + 1])
         results: list[Created | TaskConflict] = []
+        seen: set[str] = set()  # an id repeated in a batch: the later items are replays of the first
         for task_id, task, (code, detail) in zip(ids, tasks, replies):
+            if code == -1 and detail == (task.fingerprint or "") and task_id not in seen:
+                again = self._ran_before(task_id, task, now_ms)
+                if again is not None:
+                    seen.add(task_id)
+                    results.append(again)
+                    continue
+            seen.add(task_id)
             if code == -1:
                 if task.fingerprint and detail == task.fingerprint:
                     results.append(Created(task_id, None, replayed=True))
@@ -132,6 +140,26 @@ class TaskStore:
                 results.append(Created(task_id, Dispatch(task_id, int(detail), task.due_ms, 0, task.topic)
                                        if code == 1 else None))
         return results
+
+    def _ran_before(self, task_id: str, task: NewTask, now_ms: int) -> Created | None:
+        """This very create, if the id it found taken holds exactly what it writes, at its own ``now_ms``.
+
+        A create can run twice: a retry re-sends it when its reply was lost
+        (a timeout, a connection reset, a cluster node failing over), and the
+        first run may have stored it. The second run then finds its own task.
+        That is this create's result, not a conflict (its id was generated
+        here, so no other request can hold it) and not a replay of an earlier
+        request: a task still queued at generation 1 is handed out again (a
+        second message of the same generation is dropped by ``claim``).
+        Read only on this rare path, so creates cost nothing more.
+        """
+        cr, tp, cb, ct, due, ex, st, gen = self.redis.hmget(
+            self.keys.task(task_id), "cr", "tp", "cb", "ct", "due", "ex", "st", "gen")
+        wrote = (str(now_ms), task.topic, task.callback, jsoncodec.dumps(task.content).decode(), str(task.due_ms))
+        if (cr, tp, cb, ct, ex or due) != wrote:
+            return None
+        queued = st == State.QUEUED.value and gen == "1"
+        return Created(task_id, Dispatch(task_id, 1, task.due_ms, 0, task.topic) if queued else None)
 
     @staticmethod
     def _arguments(task_id: str, task: NewTask) -> list[t.Any]:

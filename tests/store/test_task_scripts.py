@@ -7,6 +7,8 @@ it, the statistics hashes and the history list.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import typing as t
 
@@ -74,12 +76,27 @@ def test_create_with_a_taken_id_replays_or_conflicts_by_fingerprint(fresh_store:
         with pytest.raises(TaskConflict):
             fresh_store.create(other, NOW + 5)
     assert view.raw("order-1") == before and view.stats() == {("scheduled", "t"): 1}
-    # an id taken without a fingerprint is never a replay
+    # an id taken without a fingerprint is never a replay (by another request: see the test below for the same one)
     plain = parked(fresh_store, NOW)
     with pytest.raises(TaskConflict):
-        fresh_store.create(NewTask("t", NOWHERE, "x", NOW + HOUR_MS, 0, task_id=plain, fingerprint=""), NOW)
+        fresh_store.create(NewTask("t", NOWHERE, "x", NOW + HOUR_MS, 0, task_id=plain, fingerprint=""), NOW + 5)
     with pytest.raises(TaskConflict):
         fresh_store.create(NewTask("t", NOWHERE, "x", NOW + HOUR_MS, 0, task_id=plain, fingerprint="fp"), NOW)
+
+
+@pytest.mark.parametrize("fingerprint", ["", "fp-1"])
+def test_a_create_run_twice_by_a_retry_is_one_create(fresh_store: TaskStore, view: View, fingerprint: str) -> None:
+    """A retry re-sends a create whose reply was lost: the second run finds the first one's task, and that is
+    this create's own result (queued ones handed out again at generation 1), not a conflict."""
+    later = NewTask("t", NOWHERE, {"a": 1}, NOW + HOUR_MS, 0, task_id=f"later-{fingerprint}", fingerprint=fingerprint)
+    now = NewTask("t", NOWHERE, "x", NOW, 0, task_id=f"now-{fingerprint}", fingerprint=fingerprint)
+    first = fresh_store.create_many([later, now], NOW)
+    assert fresh_store.create_many([later, now], NOW) == first  # the same answer: no conflict, no "replayed"
+    assert first[1] == Created(now.task_id, Dispatch(now.task_id, 1, NOW, 0, "t"))
+    assert view.stats() == {("scheduled", "t"): 1, ("queued", "t"): 1}
+    other = dataclasses.replace(later, content={"a": 2})
+    with pytest.raises(TaskConflict) if not fingerprint else contextlib.nullcontext():
+        fresh_store.create(other, NOW)  # a different task under the same id, same millisecond: not this create
 
 
 def test_create_many_returns_conflicts_in_place(fresh_store: TaskStore, view: View) -> None:
