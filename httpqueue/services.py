@@ -141,7 +141,8 @@ class TaskService:
 
     def create(self, fields: t.Mapping[str, t.Any], idempotency_key: str | None = None) -> Created:
         """Store one task (validated fields) and publish it if it is due soon."""
-        return self.create_with_record(fields, idempotency_key)[0]
+        now = now_ms()
+        return self.store_one(self.new_task(fields, now, idempotency_key), now)
 
     def create_with_record(self, fields: t.Mapping[str, t.Any],
                            idempotency_key: str | None = None) -> tuple[Created, TaskRecord]:

@@ -15,7 +15,7 @@ import sys
 import typing as t
 
 import orjson
-from flask import current_app, request
+from flask import Response, current_app, request
 from flask_smorest import Blueprint
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
@@ -246,10 +246,51 @@ class JsonBodyParser(FlaskParser):
         return parse_body(req.get_data(cache=True))
 
 
+ViewFunc = t.TypeVar("ViewFunc", bound=t.Callable[..., t.Any])
+
+
+def _documentation_only(documenting: t.Callable[[ViewFunc], t.Any]) -> t.Callable[[ViewFunc], ViewFunc]:
+    """A flask-smorest decorator that only documents: the view keeps its own body, without a wrapper.
+
+    flask-smorest's ``doc`` and ``alt_response`` wrap the view in a function
+    that looks up ``current_app`` and calls the next layer, adding nothing at
+    run time (their effect is the ``_apidoc`` they attach). On the create path
+    those layers cost a few microseconds per request for no behaviour, so here
+    the documentation is moved onto the view itself.
+    """
+    def decorator(func: ViewFunc) -> ViewFunc:
+        func._apidoc = documenting(func)._apidoc  # type: ignore[attr-defined]
+        return func
+    return decorator
+
+
 class ApiBlueprint(Blueprint):
-    """flask-smorest's blueprint with httpqueue's body parser."""
+    """flask-smorest's blueprint with httpqueue's body parser and wrapper-free documentation decorators."""
 
     ARGUMENTS_PARSER = JsonBodyParser()
+
+    @staticmethod
+    def doc(**kwargs: t.Any) -> t.Callable[[ViewFunc], ViewFunc]:
+        return _documentation_only(Blueprint.doc(**kwargs))
+
+    def alt_response(self, *args: t.Any, **kwargs: t.Any) -> t.Callable[[ViewFunc], ViewFunc]:
+        return _documentation_only(super().alt_response(*args, **kwargs))
+
+
+def answer(document: t.Mapping[str, t.Any], status: int = 200, headers: t.Mapping[str, str] | None = None) -> Response:
+    """A JSON answer that is already in its schema's shape, sent without the schema's dump.
+
+    flask-smorest dumps a view's result through the response schema; for the
+    documents built in :mod:`httpqueue.api.documents` that dump changes
+    nothing and cost about a tenth of a create's CPU (``/v1/tasks`` dumps
+    fifteen fields). The schema still describes the answer in the OpenAPI
+    document, and tests check that dumping a document gives it back unchanged.
+    """
+    response = t.cast(Response, current_app.json.response(document))
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def ctx() -> Context:

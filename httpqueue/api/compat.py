@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import typing as t
 
-from httpqueue.api.base import ApiBlueprint, ctx, idempotency_key, service
+from flask import Response
+
+from httpqueue.api.base import ApiBlueprint, answer, ctx, idempotency_key, service
 from httpqueue.api.documents import changed_document, task_document
 from httpqueue.api.schemas import (
     IDEMPOTENCY_HEADER, ApiErrorSchema, CreatedSchema, CreateTaskSchema, DeletedSchema, TaskIdSchema, TaskSchema,
@@ -29,14 +31,14 @@ TASK_ID = TaskIdSchema()
 @blp.alt_response(409, schema=ApiErrorSchema, description="The id (or Idempotency-Key) was used by a "
                                                           "different request.")
 @blp.alt_response(503, schema=ApiErrorSchema, description="Redis is unreachable; retry later.")
-def create(body: dict[str, t.Any]) -> dict[str, t.Any]:
+def create(body: dict[str, t.Any]) -> Response:
     """Create a task: POST `content` to `callback` after `delay` seconds (or at `execute_at`).
 
     With an `Idempotency-Key` header (or an `id` field), repeating the same
     request returns the first task with `"replayed": true`.
     """
     created = service().create(body, idempotency_key())
-    return {"id": created.task_id, **({"replayed": True} if created.replayed else {})}
+    return answer({"id": created.task_id, **({"replayed": True} if created.replayed else {})})
 
 
 @blp.route("/delete", methods=["POST"])

@@ -42,10 +42,6 @@ def unbind_settings(token: contextvars.Token[Settings | None]) -> None:
     _request_settings.reset(token)
 
 
-def clear_settings() -> None:
-    _request_settings.set(None)
-
-
 def current_settings() -> Settings:
     """The settings of the app serving this request, else the defaults."""
     bound = _request_settings.get()

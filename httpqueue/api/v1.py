@@ -9,7 +9,7 @@ import typing as t
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from httpqueue.api.base import ApiBlueprint, ctx, idempotency_key, service
+from httpqueue.api.base import ApiBlueprint, answer, ctx, idempotency_key, service
 from httpqueue.api.documents import NEXT_CURSOR, changed_document, stats_document, task_document
 from httpqueue.api.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, Pattern, TaskSchema
 from httpqueue.exceptions import InvalidInput
@@ -73,8 +73,8 @@ def create(body: dict[str, t.Any]) -> t.Any:
     created, record = service().create_with_record(body, idempotency_key())
     task = task_document(record)
     if created.replayed:
-        return {**task, "replayed": True}, 200, {"Idempotent-Replayed": "true"}
-    return task
+        return answer({**task, "replayed": True}, 200, {"Idempotent-Replayed": "true"})
+    return answer(task, 201)
 
 @blp.route("/tasks", methods=["GET"])
 @blp.arguments(ListArgs, location="query", error_status_code=400, unknown="raise")

@@ -104,8 +104,7 @@ def call_directly(client: redis.Redis, script: t.Any, keys: list[t.Any], args: l
     script loaded) goes out here as the command and its reply; anything else
     (a lost connection, a timeout, ``NOSCRIPT``) is handed to ``Script.__call__``,
     which reconnects, retries by the client's policy and loads the script.
-    Retrying is safe: a call that failed to reach Redis or found no script did
-    not run, and the task scripts are idempotent on a replay that did.
+    That is the path every call took before, with the same retry policy.
     """
     pool = client.connection_pool
     connection = pool.get_connection()
