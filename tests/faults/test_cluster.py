@@ -80,7 +80,7 @@ def check(tally: Tally, load: Load) -> None:
     assert not no_server_errors(load), load.statuses
     assert not tally.fired_after_delete, tally.fired_after_delete
     assert load.errors == 0, "requests that got no answer at all"
-    assert load.statuses[200] > 100, load.statuses
+    assert load.statuses[200] >= 80, load.statuses  # (with create_min_replicas a 503 takes up to 2.5 s: fewer creates)
 
 
 @pytest.mark.parametrize("min_replicas", [1, 0], ids=["wait-1-replica", "no-wait"])
