@@ -158,6 +158,30 @@ def test_failed_callbacks_are_retried_with_backoff(deployment: Deployment, recei
     wait_until(succeeded, 10, "the task recorded as succeeded after 3 attempts")
 
 
+def test_a_fresh_vhost_works_whichever_process_comes_first(tmp_path: t.Any, receiver: Receiver, topic: str,
+                                                          rabbitmq_vhost: VHost) -> None:  # noqa: F811
+    """Tasks waiting when the first worker starts: its promoter publishes them before its consumer exists.
+
+    The worker's ``DelayedDelivery`` step declares the delay levels only when
+    its consumer starts, after the promoter's first pass; without the
+    publisher's own declaration those messages would fail to publish or be
+    dropped at the last level, and fire only when their lease ran out.
+    """
+    path = f"/{topic}"
+    service = Service(tmp_path, broker_url=rabbitmq_vhost.url, timer_horizon=HORIZON, lease=4.0)
+    try:
+        service.start_api()
+        with requests.Session() as http:
+            ids = [create(http, service.url, receiver.url(path), topic, delay=5.0 + i * 0.37)["id"] for i in range(8)]
+            due = {task_id: due_of(http, service.url, task_id) for task_id in ids}
+        service.start_worker("rabbitmq-first")
+        receiver.wait_for(lambda got: {r.task_id for r in got if r.path == path} >= set(ids), timeout=30)
+        lateness = {r.task_id: r.at - due[r.task_id] for r in receiver.requests if r.path == path}
+        assert all(-EARLY_TOLERANCE <= v < LATE_BOUND for v in lateness.values()), lateness
+    finally:
+        service.stop()
+
+
 @pytest.mark.faults
 def test_closing_the_broker_connections_under_load_loses_nothing(tmp_path: t.Any, receiver: Receiver,
                                                                   topic: str, rabbitmq_vhost: VHost) -> None:  # noqa: F811
