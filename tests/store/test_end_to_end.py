@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from httpqueue.config import ConfigError, Settings
-from httpqueue.connections import redis_client
+from httpqueue.connections import cluster_enabled, redis_client
 from httpqueue.context import Context
 from httpqueue.embedded import EmbeddedRedis, free_port
 from tests.support.processes import settings_env, start_api, start_worker, wait_until
@@ -67,3 +67,8 @@ def test_a_cluster_store_needs_a_broker_of_its_own(store_kind: str, store_url: s
         return
     with pytest.raises(ConfigError, match="HTTPQUEUE_BROKER_URL.*amqp://"):
         Context(settings)
+
+
+def test_an_unreachable_node_is_taken_for_a_standalone_redis() -> None:
+    """So a process started while Redis is away still starts, and answers 503 until Redis is back."""
+    assert cluster_enabled(f"redis://127.0.0.1:{free_port()}/0") is False
