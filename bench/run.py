@@ -1,6 +1,6 @@
 """Command line of the benchmark suite.
 
-``python -m bench.run [--scenarios create,batch,delivery,lateness,scale,baseline,intake] [--quick]``
+``python -m bench.run [--scenarios create,batch,delivery,lateness,scale,baseline,intake,coldstart] [--quick]``
 
 Prints one JSON line per scenario as it finishes (stdout), then a Markdown
 table of every figure. Progress goes to stderr. The baseline, when selected,

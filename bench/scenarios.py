@@ -14,6 +14,7 @@ import threading
 import time
 import typing as t
 
+from bench.coldstart import coldstart
 from bench.load import JsonPoster, paced, random_delay, task_body, wrk_post
 from bench.report import ScenarioResult, percentile
 from bench.stack import BENCH_SETTINGS, ROOT, Stack, wait_until
@@ -43,6 +44,7 @@ class Config:
     scale_n: int = 1_000_000
     scale_create_seconds: float = 5
     intake_rounds: int = 3
+    coldstart_seconds: float = 12
     intake_seconds: float = 8
     intake_connections: int = 32
     intake_client_seconds: float = 3
@@ -55,7 +57,7 @@ class Config:
     def quick(cls, **kw: t.Any) -> Config:
         return cls(create_seconds=4, batch_seconds=4, delivery_n=4_000, lateness_seconds=8, light_seconds=6,
                    scale_n=100_000, scale_create_seconds=3, intake_rounds=2, intake_seconds=3,
-                   intake_client_seconds=2, intake_batch_seconds=3, **kw)
+                   intake_client_seconds=2, intake_batch_seconds=3, coldstart_seconds=4, **kw)
 
 
 @dataclasses.dataclass
@@ -521,6 +523,6 @@ def baseline(cfg: Config, base: Baseline) -> ScenarioResult:
 
 SCENARIOS: dict[str, t.Callable[[Config, Baseline], ScenarioResult]] = {
     "baseline": baseline, "create": create, "batch": batch, "delivery": delivery, "lateness": lateness,
-    "scale": scale, "intake": intake,
+    "scale": scale, "intake": intake, "coldstart": coldstart,
 }
 """In run order: the baseline first, so the others can be compared with it."""

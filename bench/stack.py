@@ -195,6 +195,10 @@ class Stack:
         self._wait_alive("baseline", lambda: app.control.inspect(timeout=0.5).ping(), "ping")
         return self
 
+    def spawn(self, name: str, argv: list[str]) -> Child:
+        """Start ``argv`` as child ``name`` with the bench's environment (stopped with the stack)."""
+        return self._spawn(name, argv)
+
     def _spawn(self, name: str, argv: list[str]) -> Child:
         child = Child(argv, self.env(), self.dir / f"{name}.log")
         self.children[name] = child
