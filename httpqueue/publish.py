@@ -20,9 +20,10 @@ through the tasks' offsets (:mod:`httpqueue.rabbitmq`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing as t
 
-from httpqueue import rabbitmq
+from httpqueue import events, rabbitmq
 from httpqueue.store.records import Dispatch
 
 DELIVER_TASK = "httpqueue.deliver"
@@ -142,24 +143,32 @@ class Publisher:
         groups = group_dispatches(dispatches)
         if not groups:
             return 0
-        native = self.native_delayed
-        build = native_delayed_message if native else celery_eta_message
-        messages = [build(group, clock_ms) for group in groups]
-        options: dict[str, t.Any] = {}
-        if native:
-            options["confirm_timeout"] = rabbitmq.CONFIRM_TIMEOUT
-            if any(m.delay_s for m in messages):
-                rabbitmq.topology.ensure(self.app, QUEUE)
-        with self.app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH):
-            for group, message in zip(groups, messages):
-                first = group[0]
-                message_id = f"{first.task_id}:{first.gen}" + (f"+{len(group) - 1}" if len(group) > 1 else "")
-                route = self._delayed(message.delay_s) if message.delay_s else {"queue": QUEUE}
-                self.app.send_task(
-                    DELIVER_TASK, args=(message.items,), kwargs={"topic": first.topic},
-                    countdown=message.countdown, task_id=message_id, producer=producer,
-                    shadow=message_name(group), **route, **options)
+        build = native_delayed_message if self.native_delayed else celery_eta_message
+        sends: t.Sequence[rabbitmq.Send] = [self._send_of(group, build(group, clock_ms)) for group in groups]
+        if any("routing_key" in send for send in sends):
+            rabbitmq.topology.ensure(self.app, QUEUE)
+        if len(sends) > 1 and rabbitmq.is_amqp(self.app.conf.broker_url or ""):
+            unconfirmed = rabbitmq.publish_confirmed_together(self.app, DELIVER_TASK, sends)
+            if unconfirmed:  # sent again one by one; a task whose message arrives twice is claimed once
+                events.emit("publish_retried", logging.WARNING, count=len(unconfirmed), of=len(sends))
+            sends = unconfirmed
+        if sends:
+            with self.app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH):
+                for send in sends:
+                    self.app.send_task(DELIVER_TASK, producer=producer, **send)
         return len(groups)
+
+    def _send_of(self, group: t.Sequence[Dispatch], message: Message) -> dict[str, t.Any]:
+        """The ``send_task`` arguments of one delivery message (all but the task name and the producer)."""
+        first = group[0]
+        send: dict[str, t.Any] = {
+            "args": (message.items,), "kwargs": {"topic": first.topic}, "countdown": message.countdown,
+            "task_id": f"{first.task_id}:{first.gen}" + (f"+{len(group) - 1}" if len(group) > 1 else ""),
+            "shadow": message_name(group)}
+        send.update(self._delayed(message.delay_s) if message.delay_s else {"queue": QUEUE})
+        if rabbitmq.is_amqp(self.app.conf.broker_url or ""):  # confirms on: bound the wait for each
+            send["confirm_timeout"] = rabbitmq.CONFIRM_TIMEOUT
+        return send
 
     def _delayed(self, seconds: int) -> dict[str, t.Any]:
         return rabbitmq.delayed_route(seconds, self.app.amqp.queues[QUEUE].routing_key)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 import typing as t
 from urllib.parse import urlsplit
 
@@ -43,6 +44,10 @@ from httpqueue.config import AMQP_SCHEMES
 
 CONFIRM_TIMEOUT = 5.0
 """Seconds a publish waits for the broker's confirm before it counts as failed (never hangs)."""
+
+CONFIRM_TIMEOUT_PER_MESSAGE = 0.01
+"""Seconds added to :data:`CONFIRM_TIMEOUT` per message of a batch whose confirms are awaited together
+(1,000 delayed messages took 3.5 s to be confirmed on 2 busy cores)."""
 
 MAX_DELAY_S = 2 ** (MAX_LEVEL + 1) - 1
 """Longest whole-second wait the delay levels can hold (about 8.5 years)."""
@@ -155,3 +160,105 @@ class Topology:
 
 topology = Topology()
 """This process's record of the delay topology it has declared."""
+
+
+class ConfirmsNotReceived(Exception):
+    """RabbitMQ refused (nack) or did not confirm in time some messages of a batch."""
+
+
+class Confirms:
+    """Publisher confirms of a batch on a channel of its own, waited for together.
+
+    With ``confirm_publish`` py-amqp waits for each message's confirm before
+    sending the next; on a quorum queue a confirm comes once the message is on
+    disk on a majority, about 5-7 ms here, which capped a promoter at ~150
+    messages per second. This puts a fresh channel in confirm mode, sends
+    the whole batch, then waits for the confirms of every delivery tag (1 to n
+    on a new channel, in the order sent), which RabbitMQ sends for many
+    messages at once.
+    """
+
+    def __init__(self, channel: t.Any) -> None:
+        self.channel = channel
+        self.sent = 0
+        self.upto = 0  # every delivery tag up to here is confirmed
+        self.acked: set[int] = set()
+        self.nacked = False
+        channel.confirm_select()
+        channel._confirm_selected = True
+        channel.basic_publish = self._publish  # kombu's Producer calls channel.basic_publish
+        channel.events["basic_ack"].add(self._ack)
+        channel.events["basic_nack"].add(self._nack)
+
+    def _publish(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        kwargs.pop("confirm_timeout", None)
+        result = self.channel._basic_publish(*args, **kwargs)
+        self.sent += 1
+        return result
+
+    def _ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self.upto = max(self.upto, delivery_tag)
+        else:
+            self.acked.add(delivery_tag)
+        while self.upto + 1 in self.acked:
+            self.upto += 1
+            self.acked.discard(self.upto)
+
+    def _nack(self, delivery_tag: int, multiple: bool) -> None:
+        self.nacked = True
+
+    def confirmed(self, delivery_tag: int) -> bool:
+        """Whether the message sent ``delivery_tag``-th (from 1) is confirmed (none is, after a nack)."""
+        return not self.nacked and (delivery_tag <= self.upto or delivery_tag in self.acked)
+
+    def wait(self, timeout: float) -> None:
+        """Return once every message sent is confirmed; raise :class:`ConfirmsNotReceived` otherwise."""
+        deadline = time.monotonic() + timeout
+        while self.upto < self.sent and not self.nacked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConfirmsNotReceived(f"{self.sent - self.upto} of {self.sent} messages unconfirmed")
+            try:
+                self.channel.connection.drain_events(timeout=remaining)
+            except TimeoutError:  # socket.timeout: the loop checks the deadline
+                pass
+        if self.nacked:
+            raise ConfirmsNotReceived("RabbitMQ refused (nack) a message of the batch")
+
+
+Send = t.Mapping[str, t.Any]
+"""The ``send_task`` keyword arguments of one message."""
+
+
+def publish_confirmed_together(app: t.Any, task_name: str, sends: t.Sequence[Send]) -> list[Send]:
+    """``app.send_task(task_name, **send)`` for each send, then wait for all their confirms at once.
+
+    Returns the sends whose confirm did not come (all of them if the channel
+    could not be opened); the caller sends those again one at a time, with
+    kombu's retries. No retry in here: kombu's would revive the producer on
+    another channel and lose the count. A message sent again may then be in
+    the queue twice; the store's claim takes the task once and refuses the
+    other copy.
+    """
+    confirms: Confirms | None = None
+    with app.producer_or_acquire() as pooled:
+        channel = None
+        try:
+            channel = pooled.connection.channel()
+            confirms = Confirms(channel)
+            producer = app.amqp.Producer(channel, auto_declare=False)
+            for send in sends:
+                app.send_task(task_name, producer=producer, retry=False, **send)
+            confirms.wait(CONFIRM_TIMEOUT + CONFIRM_TIMEOUT_PER_MESSAGE * len(sends))
+            return []
+        except Exception:  # noqa: BLE001 - whatever broke, the unconfirmed messages are sent again
+            if confirms is None:
+                return list(sends)
+            return [send for tag, send in enumerate(sends, start=1) if not confirms.confirmed(tag)]
+        finally:
+            try:
+                if channel is not None:
+                    channel.close()
+            except Exception:  # noqa: BLE001 - a broken channel may fail to close; the connection cleans up
+                pass
