@@ -14,6 +14,12 @@ timer's guarantees rely on them (see README, "How the timer works").
 # when its lease runs out.
 # worker_cancel_long_running_tasks_on_connection_loss = False
 
+# With RabbitMQ (HTTPQUEUE_BROKER_URL=amqp://...), httpqueue sets quorum queues, a topic
+# exchange and publisher confirms (httpqueue/rabbitmq.py). Changing the queue type or
+# exchange type here turns native delayed delivery off: messages would then wait in worker
+# memory, unacknowledged, until due (README, "RabbitMQ as broker"). Every API and worker
+# must see the same queue settings.
+
 # Examples:
 # worker_max_memory_per_child = 200_000   # KiB, prefork pool only
 # broker_pool_limit = 64
