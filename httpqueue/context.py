@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import urllib3
 
 from httpqueue.config import Settings
 from httpqueue.connections import check_broker, redis_client
 from httpqueue.delivery.signing import WebhookSigner
-from httpqueue.delivery.ssrf import CallbackPolicy, guarded_pool
+from httpqueue.delivery.ssrf import CallbackPolicy
 from httpqueue.store.keys import Keys
 from httpqueue.store.schedules import ScheduleStore
 from httpqueue.store.series import Series
@@ -23,7 +22,7 @@ from httpqueue.store.tasks import TaskStore
 from httpqueue.store.topics import TopicControls
 
 DELIVERY_THREADS = 100
-"""Callbacks in flight at once per worker process, across all its messages (threads mostly wait on I/O)."""
+"""Callbacks in flight at once per worker process, across all its messages (on its delivery loop)."""
 
 EMBEDDED_URL_FILE = "redis.url"
 """File in ``data_dir`` where ``httpqueue run`` writes its embedded Redis URL, for other commands to find."""
@@ -69,8 +68,6 @@ class Context:
         """Per-minute delivery statistics (the dashboard's charts)."""
         self.callback_policy = CallbackPolicy.from_strings(settings.callback_allow)
         """Where callbacks may go despite the SSRF guard (``callback_allow``)."""
-        self.http: urllib3.PoolManager = guarded_pool(self.callback_policy, maxsize=DELIVERY_THREADS)
-        """urllib3 pool manager for callbacks: keep-alive connections, SSRF-guarded."""
         self.signer = WebhookSigner(list(settings.signing_secrets)) if settings.signing_secrets else None
         """Signs callbacks (Standard Webhooks) when ``signing_secrets`` are set."""
 

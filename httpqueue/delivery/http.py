@@ -7,12 +7,11 @@ connection error is a failed attempt. Outcomes other than success are raised as
 :class:`~httpqueue.exceptions.DeliveryError` subclasses, which the Celery task
 turns into retries.
 
-Callbacks are sent by :func:`send_async` through the worker process's
-aiohttp client (:mod:`httpqueue.delivery.aio`, one event loop thread); failure
-notices, which are rare, by :func:`notify` through the urllib3 pool of the
-context (:func:`send` is the same callback through urllib3). Both build the
-request with :func:`callback_body` and :func:`callback_headers`, keep the same
-guard, limits and deadline, and judge the answer with :func:`judge`.
+Callbacks (:func:`send_async`) and failure notices (:func:`notify_async`) go
+through the worker process's aiohttp client (:mod:`httpqueue.delivery.aio`, one
+event loop thread), so both have the same SSRF guard, limits and deadline.
+Requests are built by :func:`callback_body` and :func:`callback_headers`; the
+answer is judged by :func:`judge`.
 """
 from __future__ import annotations
 
@@ -24,9 +23,6 @@ import time
 import typing as t
 
 import aiohttp
-import urllib3
-from urllib3.exceptions import HTTPError, NewConnectionError
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from httpqueue import __version__
 from httpqueue.exceptions import CallbackFailed, CallbackThrottled
@@ -47,18 +43,8 @@ MAX_REDIRECTS = 5
 """Redirect hops followed when ``follow_redirects`` is on (each one checked by the SSRF guard)."""
 
 
-RETRIES = {follow: urllib3.Retry(total=None, connect=0, read=0, status=0, other=0,
-                                 redirect=MAX_REDIRECTS if follow else 0, raise_on_redirect=False)
-           for follow in (False, True)}
-"""No retries inside an attempt (the task's retry policy decides), and redirects only when followed."""
-
-
 USER_AGENT = f"httpqueue/{__version__}"
 """The ``User-Agent`` of every callback."""
-
-
-class AnswerTooSlow(Exception):
-    """The receiver's answer did not finish within the callback timeout."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +100,11 @@ def request_of(task: TaskRecord, attempt: int, timeout: float,
 
 async def send_async(client: CallbackClient, task: TaskRecord, attempt: int, *, timeout: float,
                      follow_redirects: bool = False, signer: Signer | None = None) -> Delivered:
-    """Send one callback through the process's aiohttp client (on its loop); as :func:`send` otherwise.
+    """Send one callback through the process's aiohttp client (on its loop).
 
     Returns on success; raises ``CallbackFailed``/``CallbackThrottled`` for a
     failed or throttled attempt and ``UnsafeCallbackError`` when the guard
-    refuses the destination, with the same messages as :func:`send`.
+    refuses the destination.
     """
     method, timeout, body, headers = request_of(task, attempt, timeout, signer)
     started = time.perf_counter()
@@ -133,79 +119,18 @@ async def send_async(client: CallbackClient, task: TaskRecord, attempt: int, *, 
                  (task.options or {}).get("success", "code100"))
 
 
-def send(http: urllib3.PoolManager, task: TaskRecord, attempt: int, *, timeout: float,
-         follow_redirects: bool = False, signer: Signer | None = None) -> Delivered:
-    """Send one callback through urllib3; return on success, raise ``CallbackFailed``/``CallbackThrottled`` otherwise.
-
-    The task's options choose the method (GET and DELETE carry no body), the
-    timeout and the success rule; ``timeout`` is the default.
-    """
-    options = task.options or {}
-    method, timeout, body, headers = request_of(task, attempt, timeout, signer)
-    started = time.perf_counter()
-    try:
-        status, raw, retry_after = _exchange(http, method, task.callback, body, headers, timeout, follow_redirects)
-    except NewConnectionError as exc:  # urllib3 files a refused connection under its timeouts: first
-        raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
-    except (Urllib3Timeout, AnswerTooSlow) as exc:
-        raise CallbackFailed(f"no answer within {timeout:g}s", duration=time.perf_counter() - started) from exc
-    except (HTTPError, OSError) as exc:
-        raise CallbackFailed(f"connection failed: {_reason(exc)}", duration=time.perf_counter() - started) from exc
-    return judge(status, raw, retry_after, time.perf_counter() - started, options.get("success", "code100"))
-
-
-def _exchange(http: urllib3.PoolManager, method: str, url: str, body: bytes, headers: dict[str, str],
-              timeout: float, follow_redirects: bool = False) -> tuple[int, bytes, str | None]:
-    """One request: its status, at most :data:`MAX_RESPONSE_BYTES` of its body, and its ``Retry-After``.
-
-    The whole answer must arrive within ``timeout`` of the start (not only each
-    read). A connection whose answer was not read to the end is closed rather
-    than reused, so a receiver's leftover bytes never reach the next callback.
-    """
-    started = time.perf_counter()
-    response = http.request(
-        method, url, body=body or None, headers=headers, preload_content=False, redirect=follow_redirects,
-        timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout), retries=RETRIES[follow_redirects])
-    try:
-        raw = read_body(response, started + timeout)
-    finally:
-        if response.connection is not None:  # not read to its end: do not reuse the connection
-            response.close()
-        response.release_conn()
-    return response.status, raw, response.headers.get("Retry-After")
-
-
-def read_body(response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
-    """At most :data:`MAX_RESPONSE_BYTES` of the body, read in chunks until ``deadline`` (perf_counter).
-
-    The read timeout bounds each read, not the whole answer: a receiver
-    trickling one byte at a time would hold the attempt for ever. ``read1``
-    returns whatever has arrived, so the deadline is checked between bytes;
-    past it the attempt fails like any timeout. (A receiver trickling its
-    status line and headers is bounded only by the per-read timeout.)
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while size < MAX_RESPONSE_BYTES:
-        if time.perf_counter() > deadline:
-            raise AnswerTooSlow("the answer took longer than the callback timeout")
-        chunk = response.read1(min(4096, MAX_RESPONSE_BYTES - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-def notify(http: urllib3.PoolManager, url: str, task: TaskRecord, document: t.Mapping[str, t.Any], *,
-           timeout: float, signer: Signer | None = None) -> Delivered:
-    """POST a failure notice about ``task``; any 2xx answer is success, anything else raises ``CallbackFailed``."""
+async def notify_async(client: CallbackClient, url: str, task: TaskRecord, document: t.Mapping[str, t.Any], *,
+                       timeout: float, signer: Signer | None = None) -> Delivered:
+    """POST a failure notice about ``task`` to ``url``; any 2xx answer is success, anything else raises
+    ``CallbackFailed`` (``UnsafeCallbackError`` when the guard refuses the destination)."""
     body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {**callback_headers(task, task.attempts, body, signer), "X-Httpqueue-Event": "failed"}
     started = time.perf_counter()
     try:
-        status, _, _ = _exchange(http, "POST", url, body, headers, timeout)
-    except (HTTPError, OSError, AnswerTooSlow) as exc:
+        status, _, _ = await client.exchange("POST", url, body, headers, timeout)
+    except asyncio.TimeoutError as exc:  # before OSError: it is one
+        raise CallbackFailed(f"failure notice not delivered: no answer within {timeout:g}s") from exc
+    except (aiohttp.ClientError, OSError) as exc:
         raise CallbackFailed(f"failure notice not delivered: {_reason(exc)}") from exc
     duration = time.perf_counter() - started
     if not 200 <= status < 300:

@@ -15,7 +15,8 @@ the private network. The guard refuses, unless the allow-list opens them:
 It checks twice. At create time (:func:`check_url`) every address the host
 name resolves to must be allowed, so the client gets a 400 at once. At
 delivery time the connection itself resolves the name once, checks each
-address and connects to the checked one (:func:`guarded_pool`), so a name
+address and connects to the checked one (the callback client's resolver,
+:class:`httpqueue.delivery.aio.GuardedResolver`), so a name
 whose DNS answer changed since (DNS rebinding) is refused too; TLS still
 verifies the certificate against the host name. Every redirect hop, when
 redirects are followed at all, opens its connection the same way.
@@ -46,9 +47,6 @@ import typing as t
 import weakref
 from urllib.parse import urlsplit
 
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from httpqueue.exceptions import UnsafeCallbackError
 
@@ -357,51 +355,6 @@ def safe_addresses(host: str, port: int, policy: CallbackPolicy, resolver: Resol
     for address in addresses:
         check_ip(ipaddress.ip_address(address), host, policy)
     return addresses
-
-
-class _GuardedConnection:
-    """Mixin for urllib3 connections: resolve once, check, connect to the checked address."""
-
-    policy: CallbackPolicy = CallbackPolicy()
-
-    def _new_conn(self) -> socket.socket:
-        conn = t.cast(HTTPConnection, self)
-        addresses = safe_addresses(conn._dns_host, conn.port, self.policy)  # type: ignore[attr-defined]
-        original = conn._dns_host  # type: ignore[attr-defined]
-        last: Exception | None = None
-        for address in addresses:
-            conn._dns_host = address  # type: ignore[attr-defined]
-            try:
-                return super()._new_conn()  # type: ignore[misc,no-any-return]
-            except Exception as exc:  # try the next checked address, as create_connection would
-                last = exc
-            finally:
-                conn._dns_host = original  # type: ignore[attr-defined]
-        assert last is not None
-        raise last
-
-
-def _pool_classes(policy: CallbackPolicy) -> dict[str, type]:
-    http_conn = type("GuardedHTTPConnection", (_GuardedConnection, HTTPConnection), {"policy": policy})
-    https_conn = type("GuardedHTTPSConnection", (_GuardedConnection, HTTPSConnection), {"policy": policy})
-    return {
-        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-        "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
-    }
-
-
-def guarded_pool(policy: CallbackPolicy, maxsize: int = 32) -> urllib3.PoolManager:
-    """A urllib3 pool manager for callbacks: keep-alive connections, every one checked when it opens.
-
-    urllib3 directly rather than through ``requests``: a callback POST costs
-    about half the CPU (docs/benchmarks.rst), and a plain pool manager never
-    looks at proxy settings in the environment (a proxy would bypass the
-    guard). Redirects, when followed, open their connections through the same
-    guarded pools.
-    """
-    manager = urllib3.PoolManager(num_pools=16, maxsize=maxsize, retries=False)
-    manager.pool_classes_by_scheme = _pool_classes(policy)
-    return manager
 
 
 def redact_url(url: str) -> str:

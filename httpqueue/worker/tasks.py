@@ -308,7 +308,8 @@ def notify_failure(self: Task, task_id: str, url: str) -> str:
             "attempts": task.attempts, "last_error": task.last_error, "last_code": task.last_code,
             "finished_time_ms": task.finished_ms}
     try:
-        sent = http.notify(ctx.http, url, task, body, timeout=ctx.settings.callback_timeout, signer=ctx.signer)
+        sent = aio.run(http.notify_async(aio.client(ctx.callback_policy), url, task, body,
+                                         timeout=ctx.settings.callback_timeout, signer=ctx.signer))
     except UnsafeCallbackError as exc:  # the guard refuses the address: retrying cannot help
         events.emit("notify_failed", logging.WARNING, task_id=task.id, topic=task.topic, error=f"refused: {exc}")
         return "refused"

@@ -1,10 +1,9 @@
-"""The worker's aiohttp callback client keeps every guarantee the urllib3 client gave.
+"""The worker's aiohttp callback client: request bytes, the SSRF guard, limits, deadlines, TLS, redirects.
 
 Real servers on loopback only: a raw TCP server (scripted bytes, so framing,
 trickling and leftovers are exact), the suite's receiver, and a TLS server with
-a certificate made here by ``openssl``. The same request goes through the
-urllib3 path (``delivery.http.send``, still the failure notices' client) and
-the aiohttp path (``delivery.http.send_async``) and must be the same bytes.
+a certificate made here by ``openssl``. Callbacks (``delivery.http.send_async``)
+and failure notices (``delivery.http.notify_async``) both go through it.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ import pytest
 
 from httpqueue.delivery import aio, http
 from httpqueue.delivery.signing import WebhookSigner, new_secret
-from httpqueue.delivery.ssrf import CallbackPolicy, guarded_pool
+from httpqueue.delivery.ssrf import CallbackPolicy
 from httpqueue.exceptions import CallbackFailed, UnsafeCallbackError
 from httpqueue.states import State
 from httpqueue.store import TaskRecord
@@ -180,18 +179,42 @@ def head_lines(request: bytes) -> tuple[str, set[str], bytes]:
 # -- the same request bytes
 
 
+SENT_ALWAYS = {"Accept-Encoding", "Host", "User-Agent", "X-Httpqueue-Attempt", "X-Httpqueue-Due", "X-Httpqueue-Id",
+               "X-Httpqueue-Topic", "webhook-id", "webhook-signature", "webhook-timestamp"}
+"""Headers on every callback: nothing of aiohttp's own defaults (``Accept: */*``, ``Content-Length: 0``...)."""
+
+
 @pytest.mark.parametrize("options", [{}, {"method": "PUT", "headers": {"X-Extra": "v", "Authorization-Hint": "x"}},
                                      {"method": "GET"}, {"method": "DELETE"}, {"method": "PATCH"}])
-def test_aiohttp_sends_the_bytes_urllib3_sent(raw: RawServer, options: dict[str, t.Any]) -> None:
+def test_the_request_bytes_are_exactly_httpqueues(raw: RawServer, options: dict[str, t.Any]) -> None:
     signer = WebhookSigner([new_secret()])
     task = task_for(raw.url("/cb?x=1"), **options)
-    http.send(guarded_pool(LOOPBACK), task, 1, timeout=5, signer=signer)
     send_async(task, signer=signer)
-    old, new = (head_lines(e.request) for e in raw.exchanges)
-    strip = {line for line in old[1] | new[1] if line.lower().startswith("webhook-")}  # signed at another second
-    assert old[0] == new[0] and old[2] == new[2]
-    assert old[1] - strip == new[1] - strip, (old[1] ^ new[1])
-    assert {line.split(":")[0] for line in strip} == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    first, lines, body = head_lines(raw.exchanges[0].request)
+    method = options.get("method", "POST")
+    names = {line.split(":")[0] for line in lines}
+    assert first == f"{method} /cb?x=1 HTTP/1.1"
+    with_body = method not in http.BODYLESS
+    assert names == SENT_ALWAYS | set(options.get("headers", {})) | (
+        {"Content-Length", "Content-Type"} if with_body else set())
+    assert body == (http.callback_body(task) if with_body else b"")
+    assert "Accept-Encoding: identity" in lines and f"User-Agent: {http.USER_AGENT}" in lines
+
+
+def test_a_failure_notice_goes_through_the_same_client(raw: RawServer) -> None:
+    """POST with the task's headers plus ``X-Httpqueue-Event: failed``; any 2xx counts, anything else raises."""
+    task = task_for(raw.url("/failed"))
+    document = {"id": task.id, "state": "failed"}
+    sent = aio.run(http.notify_async(aio.client(LOOPBACK), task.callback, task, document, timeout=5))
+    assert sent.code == 200
+    first, lines, body = head_lines(raw.exchanges[0].request)
+    assert first == "POST /failed HTTP/1.1" and "X-Httpqueue-Event: failed" in lines
+    assert body == b'{"id":"t-0123456789abcdefghij","state":"failed"}'
+    raw.answer = lambda n, r: b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
+    with pytest.raises(CallbackFailed, match="HTTP 500"):
+        aio.run(http.notify_async(aio.client(LOOPBACK), task.callback, task, document, timeout=5))
+    with pytest.raises(UnsafeCallbackError):
+        aio.run(http.notify_async(aio.client(CallbackPolicy()), task.callback, task, document, timeout=5))
 
 
 def test_userinfo_in_the_url_is_not_sent(raw: RawServer) -> None:
@@ -228,11 +251,11 @@ def test_a_refused_task_is_a_refused_failure_not_a_connection_error(raw: RawServ
 
 @pytest.mark.parametrize("allow", ["*", "127.0.0.1", "127.0.0.0/8", "localhost"])
 def test_allowed_destinations_are_reached(raw: RawServer, allow: str) -> None:
-    """The allow-list opens addresses (literal or resolved) and names, as with urllib3's connections."""
+    """The allow-list opens addresses (literal or resolved) and names."""
     policy = CallbackPolicy.from_strings([allow])
     host = "localhost" if allow == "localhost" else "127.0.0.1"
     assert exchange(raw.url(host=host), policy=policy)[0] == 200
-    assert http.send(guarded_pool(policy), task_for(raw.url(host=host)), 1, timeout=5).code == 100
+    assert send_async(task_for(raw.url(host=host)), policy=policy).code == 100
 
 
 def test_a_host_name_connects_to_its_checked_address(raw: RawServer) -> None:
@@ -291,7 +314,7 @@ def test_each_redirect_hop_is_checked() -> None:
         other.close()
 
 
-def test_redirects_follow_urllib3s_rules(raw: RawServer) -> None:
+def test_redirects_follow_the_usual_rules(raw: RawServer) -> None:
     """303 turns into a bodyless GET; 307 keeps the method and body; five hops, then the sixth answer is returned."""
     def answer(n: int, request: bytes) -> bytes:
         target = request.split(b" ")[1]
@@ -398,12 +421,11 @@ def test_the_session_cannot_resend(clients: Clients) -> None:
     assert aio.run(flag()) is False
 
 
-def test_a_gzipped_answer_is_decoded_as_urllib3_did(raw: RawServer) -> None:
+def test_a_gzipped_answer_is_decoded(raw: RawServer) -> None:
     packed = gzip.compress(b'{"code":100}')
     raw.answer = lambda n, r: (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
                                % len(packed) + packed)
     assert send_async(task_for(raw.url())).code == 100
-    assert http.send(guarded_pool(LOOPBACK), task_for(raw.url()), 1, timeout=5).code == 100
 
 
 def test_a_chunked_answer_is_read(raw: RawServer) -> None:

@@ -1,6 +1,7 @@
 """Security end to end: SSRF at create and at delivery, bearer tokens, signed callbacks, no secrets in logs."""
 from __future__ import annotations
 
+import json
 import logging
 import typing as t
 
@@ -14,8 +15,9 @@ from httpqueue.config import Settings
 from httpqueue.clock import now_ms
 from httpqueue.context import Context
 from httpqueue.exceptions import ConfigError, UnsafeCallbackError
+from httpqueue.delivery import aio
 from httpqueue.delivery.signing import new_secret
-from httpqueue.delivery.ssrf import CallbackPolicy, guarded_pool
+from httpqueue.delivery.ssrf import CallbackPolicy
 from httpqueue.store import NewTask
 from tests.support.processes import start_api
 from tests.support.receiver import Receiver
@@ -48,15 +50,21 @@ def test_delivery_checks_the_address_again_when_it_connects(settings: Settings, 
     assert [r for r in receiver.requests if r.path == path] == []
 
 
-def test_guarded_pool_refuses_loopback_and_follows_no_proxy(receiver: Receiver,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_callback_client_refuses_loopback_and_follows_no_proxy(receiver: Receiver,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would bypass the check if it were used
     before = len(receiver.requests)
-    with pytest.raises(UnsafeCallbackError, match="loopback"):
-        guarded_pool(CallbackPolicy()).request("POST", receiver.url("/ssrf"), body=b"{}", timeout=2)
-    assert len(receiver.requests) == before
-    opened = guarded_pool(CallbackPolicy.from_strings(["127.0.0.1"]))
-    assert opened.request("POST", receiver.url("/ssrf"), body=b"{}", timeout=2).json() == {"code": 100}
+    refusing = aio.CallbackClient(CallbackPolicy())
+    opened = aio.CallbackClient(CallbackPolicy.from_strings(["127.0.0.1"]))
+    try:
+        with pytest.raises(UnsafeCallbackError, match="loopback"):
+            aio.run(refusing.exchange("POST", receiver.url("/ssrf"), b"{}", {}, 2))
+        assert len(receiver.requests) == before
+        status, body, _ = aio.run(opened.exchange("POST", receiver.url("/ssrf"), b"{}", {}, 2))
+        assert status == 200 and json.loads(body) == {"code": 100}
+    finally:
+        aio.run(refusing.close())
+        aio.run(opened.close())
 
 
 def test_redirects_are_not_followed_by_default(settings: Settings, receiver: Receiver, topic: str) -> None:
