@@ -7,7 +7,9 @@ and ``if TYPE_CHECKING`` blocks, relative ones resolved:
 * ``httpqueue/store/`` and ``httpqueue/delivery/`` import neither the HTTP API,
   the worker, the task service nor the Celery app;
 * ``httpqueue/config.py`` imports nothing of httpqueue (everything may depend on it);
-* ``httpqueue/services.py`` and ``httpqueue/publish.py`` import neither the API nor the worker.
+* ``httpqueue/services.py`` and ``httpqueue/publish.py`` import neither the API nor the worker;
+* ``httpqueue/client/`` and ``httpqueue/receiver/`` are for other programs: they import none of the
+  server (API, store, worker, delivery, services, Celery, the process context).
 """
 from __future__ import annotations
 
@@ -112,6 +114,16 @@ def test_relative_and_aliased_imports_are_resolved(source: str, module: str, is_
 @pytest.mark.parametrize("layer", ["store", "delivery"])
 def test_store_and_delivery_import_no_upper_layer(layer: str) -> None:
     assert breaks(modules(layer), UPPER) == []
+
+
+SERVER = (*UPPER, "httpqueue.store", "httpqueue.delivery", "httpqueue.publish", "httpqueue.context",
+          "httpqueue.connections", "httpqueue.embedded")
+"""What the client and receiver packages must not import: they run in other programs, without the server."""
+
+
+@pytest.mark.parametrize("package", ["client"])
+def test_client_and_receiver_import_none_of_the_server(package: str) -> None:
+    assert breaks(modules(package), SERVER) == []
 
 
 def test_config_imports_nothing_of_httpqueue() -> None:
