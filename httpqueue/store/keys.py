@@ -90,6 +90,28 @@ class Keys:
         """
         return f"{self.prefix}:workers"
 
+    def owned(self, shard: int, incarnation: str) -> str:
+        """Sorted set: ids of ``shard`` whose attempt worker ``incarnation`` claimed, scored by lease expiry (ms).
+
+        Written by ``claim.lua``; read by ``orphans.lua`` when the incarnation's
+        heartbeat stops (see :mod:`httpqueue.nodes`). Entries past their lease
+        are trimmed by the next claim and the key expires a while after the
+        last one, so it never holds more than one lease's worth of claims.
+        """
+        return f"{self.tag(shard)}:owned:{incarnation}"
+
+    def nodes_tag(self) -> str:
+        """Hash tag of the node registry: one slot holds it (a few entries per process)."""
+        return f"{self.prefix}:{{nodes}}"
+
+    def nodes_info(self) -> str:
+        """Hash ``incarnation`` -> the node's description and load (JSON), rewritten by each heartbeat."""
+        return f"{self.nodes_tag()}:info"
+
+    def nodes_live(self, role: str) -> str:
+        """Sorted set: incarnations of one role (``api``, ``worker``) scored by heartbeat expiry (ms, Redis's clock)."""
+        return f"{self.nodes_tag()}:{role}"
+
     def series(self, shard: int, minute: int) -> str:
         """Hash of one minute's delivery statistics in ``shard`` (outcome counts, lateness histogram)."""
         return f"{self.tag(shard)}:series:{minute}"

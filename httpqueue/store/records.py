@@ -23,6 +23,7 @@ FIELDS = {
     "sl": "reserved rate-limit slot (ms)", "fnd": "failure notification sent",
     "to": "the task's own callback timeout (ms)", "fp": "fingerprint of the create request (idempotency)",
     "rq": "re-issues of a queued task whose message was not taken within its lease (reclaim's backoff)",
+    "ow": "incarnation of the worker that claimed the current attempt (released when its heartbeat stops)",
 }
 
 def new_id() -> str:

@@ -77,7 +77,7 @@ class TaskStore:
         self.dead_retention_ms = retention_ms if dead_retention_ms is None else dead_retention_ms
         self.batch = batch
         self._scripts = scripts.register(client, "create", "promote", "reclaim", "claim", "settle", "delete",
-                                         "purge", "requeue", "listing")
+                                         "purge", "requeue", "listing", "orphans")
 
     # -- the API side
 
@@ -344,6 +344,19 @@ class TaskStore:
         return _dispatches(reply)
 
     @translate_errors
+    def release_orphans(self, incarnation: str, now_ms: int) -> int:
+        """Make the attempts a dead worker ``incarnation`` held due for reclaim now (see ``orphans.lua``).
+
+        One script call per shard, sent together; returns how many attempts
+        were released. Safe to run twice or from several promoters at once.
+        """
+        calls = ScriptCalls(self.redis)
+        for shard in range(self.keys.shards):
+            calls.add(self._scripts["orphans"], [self.keys.owned(shard, incarnation), self.keys.inflight(shard)],
+                      [now_ms, incarnation, self.keys.task_prefix(shard)])
+        return sum(int(n) for n in calls.execute())
+
+    @translate_errors
     def purge(self, shard: int, now_ms: int) -> int:
         """Forget the finished tasks and dead letters of ``shard`` whose retention has passed."""
         return sum(int(self._scripts["purge"](
@@ -365,16 +378,22 @@ class TaskStore:
 
     @translate_errors
     def claim_many(self, items: t.Sequence[tuple[str, int]], now_ms: int, lease_ms: int,
-                   extra_ms: int | None = None) -> list[TaskRecord]:
+                   extra_ms: int | None = None, owner: str = "") -> list[TaskRecord]:
         """Start attempts for the current ones of ``items`` (one round trip); stale ones are left out.
 
         The attempt's lease is ``lease_ms``, or the task's own timeout plus ``extra_ms``.
+        ``owner`` (a worker's incarnation) is recorded so that :meth:`release_orphans`
+        can hand the attempts on as soon as that worker's heartbeat stops.
         """
         extra = self.lease_ms if extra_ms is None else extra_ms
         calls = ScriptCalls(self.redis)
         for task_id, gen in items:
             k = self.keys.for_task(task_id)
-            calls.add(self._scripts["claim"], k.as_list(), [task_id, gen, now_ms, lease_ms, extra])
+            keys, args = k.as_list(), [task_id, gen, now_ms, lease_ms, extra]
+            if owner:
+                keys.append(self.keys.owned(self.keys.shard_of(task_id), owner))
+                args.append(owner)
+            calls.add(self._scripts["claim"], keys, args)
         claimed = []
         for (task_id, _), reply in zip(items, calls.execute() if calls.calls else []):
             if reply[0] == "ok":

@@ -3,7 +3,9 @@
 -- delivering with an attempt lease, all at once: a deleted, finished or
 -- re-issued task makes the message stale and it is dropped without a callback.
 -- KEYS: the task's keys in TaskKeys order (task_keys.lua names them)
--- ARGV: id, gen, now, lease, extra (a task with its own timeout 'to' gets to + extra instead of lease)
+-- ARGV: id, gen, now, lease, extra (a task with its own timeout 'to' gets to + extra instead of lease),
+--   owner (optional: the claiming worker's incarnation; then KEYS[9] is its owned set of this shard, so the
+--   attempt is released at once when that incarnation's heartbeat stops: see orphans.lua)
 -- Returns {'ok', field, value, ...} or {'stale', state} or {'missing'}.
 local f = redis.call('HMGET', K_TASK, 'st', 'gen', 'tp', 'to')
 if not f[1] then return {'missing'} end
@@ -13,6 +15,12 @@ redis.call('HDEL', K_TASK, 'rq')  -- the message came through: reclaim's backoff
 redis.call('HINCRBY', K_TASK, 'at', 1)
 local lease = f[4] and (tonumber(f[4]) + tonumber(ARGV[5])) or tonumber(ARGV[4])
 redis.call('ZADD', K_INFLIGHT, tonumber(ARGV[3]) + lease, ARGV[1])
+if ARGV[6] and ARGV[6] ~= '' then
+  redis.call('HSET', K_TASK, 'ow', ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', ARGV[3])  -- claims whose lease passed: settled or reclaimed
+  redis.call('ZADD', KEYS[9], tonumber(ARGV[3]) + lease, ARGV[1])
+  if redis.call('PTTL', KEYS[9]) < lease + 60000 then redis.call('PEXPIRE', KEYS[9], lease + 60000) end
+end
 move(K_STATS, f[3], 'queued', 'delivering')
 local all = redis.call('HGETALL', K_TASK)
 table.insert(all, 1, 'ok')

@@ -1,0 +1,88 @@
+"""A claim records its worker's incarnation; ``orphans`` releases a dead incarnation's attempts to reclaim.
+
+Runs on the suite's standalone Redis and on the cluster (``tests/store/conftest.py``),
+so a script touching keys of two slots would fail here.
+"""
+from __future__ import annotations
+
+from httpqueue.states import Outcome
+from httpqueue.store import TaskStore
+from tests.support.store import HOUR_MS, View, queued
+
+NOW = 1_750_000_000_000
+DEAD = "dead0incarnation"
+ALIVE = "live0incarnation"
+
+
+def claimed_by(store: TaskStore, owner: str) -> str:
+    dispatch = queued(store, NOW)
+    [record] = store.claim_many([(dispatch.task_id, dispatch.gen)], NOW, store.lease_ms, owner=owner)
+    return record.id
+
+
+def test_claim_records_the_owner_in_the_task_and_its_owned_set(fresh_store: TaskStore) -> None:
+    view = View(fresh_store)
+    task_id = claimed_by(fresh_store, DEAD)
+    shard = fresh_store.keys.shard_of(task_id)
+    assert view.raw(task_id)["ow"] == DEAD
+    owned = fresh_store.redis.zrange(fresh_store.keys.owned(shard, DEAD), 0, -1, withscores=True)
+    assert [(str(m), int(s)) for m, s in owned] == [(task_id, NOW + fresh_store.lease_ms)]
+    assert 0 < fresh_store.redis.pttl(fresh_store.keys.owned(shard, DEAD)) <= fresh_store.lease_ms + 60_000
+
+
+def test_claim_without_owner_writes_no_owner(fresh_store: TaskStore) -> None:
+    dispatch = queued(fresh_store, NOW)
+    assert fresh_store.claim(dispatch.task_id, dispatch.gen, NOW, fresh_store.lease_ms) is not None
+    assert "ow" not in View(fresh_store).raw(dispatch.task_id)
+
+
+def test_release_makes_only_the_dead_incarnations_delivering_attempts_due(fresh_store: TaskStore) -> None:
+    view = View(fresh_store)
+    orphan = claimed_by(fresh_store, DEAD)
+    other = claimed_by(fresh_store, ALIVE)
+    finished = claimed_by(fresh_store, DEAD)
+    [record] = fresh_store.get_many([finished])
+    assert fresh_store.settle(finished, record.gen, NOW + 10, Outcome.SUCCEEDED)
+    later = NOW + 1_000
+    assert fresh_store.release_orphans(DEAD, later) == 1
+    assert view.score("inflight", orphan) == later
+    assert view.score("inflight", other) == NOW + fresh_store.lease_ms
+    assert all(not fresh_store.redis.exists(fresh_store.keys.owned(s, DEAD)) for s in range(fresh_store.keys.shards))
+    assert fresh_store.release_orphans(DEAD, later) == 0  # a second promoter finds nothing left
+
+
+def test_released_attempt_is_reissued_with_a_new_generation(fresh_store: TaskStore) -> None:
+    orphan = claimed_by(fresh_store, DEAD)
+    shard = fresh_store.keys.shard_of(orphan)
+    gen = fresh_store.get(orphan).gen
+    assert fresh_store.reclaim(shard, NOW + 1_000) == []  # before the release: the lease still runs
+    fresh_store.release_orphans(DEAD, NOW + 1_000)
+    [dispatch] = fresh_store.reclaim(shard, NOW + 1_000)
+    assert dispatch.task_id == orphan and dispatch.gen == gen + 1
+    # the dead incarnation's late result is stale, the new message's claim goes through
+    assert not fresh_store.settle(orphan, gen, NOW + 1_100, Outcome.SUCCEEDED)
+    assert fresh_store.claim_many([(orphan, gen + 1)], NOW + 1_200, fresh_store.lease_ms, owner=ALIVE)
+
+
+def test_a_reclaimed_and_reclaimed_again_attempt_is_not_released_for_its_first_owner(fresh_store: TaskStore) -> None:
+    orphan = claimed_by(fresh_store, DEAD)
+    shard = fresh_store.keys.shard_of(orphan)
+    expired = NOW + fresh_store.lease_ms + 1
+    [dispatch] = fresh_store.reclaim(shard, expired)  # the lease ran out first
+    assert fresh_store.claim_many([(orphan, dispatch.gen)], expired, fresh_store.lease_ms, owner=ALIVE)
+    assert fresh_store.release_orphans(DEAD, expired + 1) == 0
+    assert View(fresh_store).score("inflight", orphan) == expired + fresh_store.lease_ms
+
+
+def test_old_claims_are_trimmed_from_the_owned_set(fresh_store: TaskStore) -> None:
+    first = claimed_by(fresh_store, DEAD)
+    shard = fresh_store.keys.shard_of(first)
+    later = NOW + HOUR_MS
+    for _ in range(50 * fresh_store.keys.shards):  # a second claim in the same shard, after the first's lease
+        dispatch = queued(fresh_store, later)
+        if fresh_store.keys.shard_of(dispatch.task_id) == shard:
+            break
+    assert fresh_store.keys.shard_of(dispatch.task_id) == shard
+    fresh_store.claim_many([(dispatch.task_id, dispatch.gen)], later, fresh_store.lease_ms, owner=DEAD)
+    members = [str(m) for m in fresh_store.redis.zrange(fresh_store.keys.owned(shard, DEAD), 0, -1)]
+    assert members == [dispatch.task_id]
