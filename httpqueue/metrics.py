@@ -25,11 +25,11 @@ import time
 import typing as t
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess,
+    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from httpqueue import events, health
+from httpqueue import events, health, nodes
 from httpqueue.metrics_dir import ENV
 from httpqueue.states import Outcome
 
@@ -56,6 +56,10 @@ LATENESS_SECONDS = Histogram("httpqueue_firing_lateness_seconds", "Attempt start
                              buckets=LATENESS_BUCKETS)
 PROMOTED = Counter("httpqueue_promoted_total", "Tasks handed from the timer to Celery.")
 RECLAIMED = Counter("httpqueue_reclaimed_total", "Tasks re-issued after their lease ran out (a worker died).")
+IN_FLIGHT = Gauge("httpqueue_attempts_in_flight", "Attempts handed to a worker's delivery loop, not recorded yet.",
+                  multiprocess_mode="livesum")
+RELEASED = Counter("httpqueue_attempts_released_total",
+                   "Attempts of dead workers released for re-issue when their heartbeat stopped.")
 CIRCUITS = Counter("httpqueue_circuit_opened_total", "Circuit breakers opened.", ["topic"])
 
 OUTCOME_COUNTERS = {Outcome.SUCCEEDED: DELIVERED, Outcome.RETRYING: RETRIED, Outcome.THROTTLED: THROTTLED,
@@ -115,6 +119,7 @@ _HANDLERS: dict[str, t.Callable[[t.Mapping[str, t.Any]], None]] = {
     "deferred": lambda f: for_topic(DEFERRED, f.get("topic")).inc(int(f.get("count") or 1)),
     "promoted": lambda f: PROMOTED.inc(int(f.get("count") or 0)),
     "reclaimed": lambda f: RECLAIMED.inc(int(f.get("count") or 0)),
+    "worker_departed": lambda f: RELEASED.inc(int(f.get("released") or 0)),
     "circuit_open": lambda f: for_topic(CIRCUITS, f.get("topic")).inc(),
 }
 
@@ -176,6 +181,26 @@ class StoreCollector:
                                 "Tasks whose due time passed and whose attempt has not started.", value=late.count)
         yield GaugeMetricFamily("httpqueue_workers", "Workers whose promoter reported in recently.",
                                 value=health.live_workers(store.redis, self.ctx.keys))
+        live = GaugeMetricFamily("httpqueue_nodes", "Live nodes of the registry by role (API processes, workers).",
+                                 labels=["role"])
+        for role, n in nodes.RedisRegistry(store.redis, self.ctx.keys).counts().items():
+            live.add_metric([str(role)], n)
+        yield live
+
+
+def attempts_in_flight() -> float:
+    """Attempts in flight in every process of this host sharing the multiprocess directory (or this one).
+
+    Reads every process's metric files: for a heartbeat every few seconds, not for a hot path.
+    """
+    if not os.environ.get(ENV):
+        return float(IN_FLIGHT._value.get())
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    for metric in registry.collect():
+        if metric.name == IN_FLIGHT._name:
+            return float(sum(sample.value for sample in metric.samples))
+    return 0.0
 
 
 def exposition(ctx: t.Any | None = None) -> tuple[bytes, str]:

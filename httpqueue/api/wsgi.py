@@ -75,11 +75,14 @@ def bind_address(address: str) -> str:
 
 def application() -> t.Any:
     """The Flask app for this process's settings (environment, ``HTTPQUEUE_CONFIG``): a WSGI factory."""
-    from httpqueue import context, logs
+    from httpqueue import context, logs, nodes
     from httpqueue.api import create_app
 
-    logs.configure(context.current().settings.log_format)  # granian set up logging in the worker: ours again
-    return create_app()
+    ctx = context.current()
+    logs.configure(ctx.settings.log_format)  # granian set up logging in the worker: ours again
+    app = create_app()
+    nodes.serve_api(app, ctx.store.redis, ctx.keys, name=ctx.settings.address)  # in the node registry
+    return app
 
 
 APP = "httpqueue.api.wsgi:application"

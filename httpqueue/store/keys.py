@@ -13,6 +13,12 @@ import dataclasses
 import hashlib
 import zlib
 
+EVENTS_SUFFIX = "ev"
+"""Last part of a shard's event stream key (``common.lua`` builds it from the stats key with the same suffix)."""
+
+EXPORT_SWITCH_SUFFIX = "evmax"
+"""Last part of a shard's export switch key (read by ``common.lua``)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Keys:
@@ -115,6 +121,23 @@ class Keys:
     def series(self, shard: int, minute: int) -> str:
         """Hash of one minute's delivery statistics in ``shard`` (outcome counts, lateness histogram)."""
         return f"{self.tag(shard)}:series:{minute}"
+
+    def events(self, shard: int) -> str:
+        """Stream of the shard's lifecycle events for ``httpqueue export``, written only while export is on.
+
+        The scripts find it (and :meth:`export_switch`) from the shard's stats
+        key they already hold: ``<tag>:stats`` -> ``<tag>:ev`` (``emit_event`` in
+        ``common.lua``), so no call site passes another key.
+        """
+        return f"{self.tag(shard)}:{EVENTS_SUFFIX}"
+
+    def export_switch(self, shard: int) -> str:
+        """String: the ``MAXLEN ~`` bound of :meth:`events`; absent or 0 means the scripts write no events."""
+        return f"{self.tag(shard)}:{EXPORT_SWITCH_SUFFIX}"
+
+    def export_counts(self, shard: int) -> str:
+        """Hash ``<group>:read`` / ``<group>:dropped`` / ``<group>:lost``: what each exporter group read and missed."""
+        return f"{self.tag(shard)}:evcount"
 
     def schedule_tag(self) -> str:
         """Hash tag of the schedules: they are few, so one slot holds them all."""

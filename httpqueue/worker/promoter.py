@@ -3,10 +3,13 @@
 Every worker runs one (a bootstep, in the worker's main process). A pass walks
 the shards: ``promote`` takes the tasks due within the horizon, ``reclaim``
 re-issues those whose lease ran out, and both are published as delivery
-messages. The scripts are atomic, so any number of promoters may run at once
-without a leader and without handing out a task twice; a promoter killed
-between taking tasks and publishing them loses nothing, because the taken
-tasks' leases run out and another promoter re-issues them.
+messages. Before the walk, the attempts of workers whose heartbeat stopped are
+released to reclaim (see :mod:`httpqueue.nodes`), so a killed worker's attempts
+are re-issued within seconds rather than when their lease runs out. The scripts
+are atomic, so any number of promoters may run at once without a leader and
+without handing out a task twice; a promoter killed between taking tasks and
+publishing them loses nothing, because the taken tasks' leases run out and
+another promoter re-issues them.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import typing as t
 import redis
 from celery import signals
 
-from httpqueue import context, events, health
+from httpqueue import context, events, health, nodes
 from httpqueue.publish import Publish, Publisher
 from httpqueue.store.tasks import TaskStore
 from httpqueue.worker.background import ThreadStep, repeat
@@ -52,6 +55,7 @@ class PassReport:
 
     promoted: int = 0
     reclaimed: int = 0
+    released: int = 0
     purged: int = 0
     full: bool = False
 
@@ -61,8 +65,10 @@ class Promoter:
 
     def __init__(self, store: TaskStore, publish: Publish, *, interval: float = 0.25,
                  clock: t.Callable[[], float] = time.time, name: str = "promoter",
-                 heartbeat: t.Callable[[str, float], None] | None = None) -> None:
+                 heartbeat: t.Callable[[str, float], None] | None = None,
+                 reap: t.Callable[[int], int] | None = None) -> None:
         self.store = store
+        self.reap = reap
         self.publish = publish
         self.interval = interval
         self.clock = clock
@@ -81,6 +87,8 @@ class Promoter:
         shards = self.store.keys.shards
         start = random.randrange(shards)
         now = int(self.clock() * 1000)
+        if self.reap is not None:  # dead workers' attempts become due for this very pass's reclaim
+            report.released = self.reap(now)
         taken = []
         for shard in [(start + i) % shards for i in range(shards)]:
             promoted = self.store.promote(shard, now)
@@ -129,8 +137,11 @@ class PromoterStep(ThreadStep):
             health.beat(store.redis, ctx.keys, name, int(ttl * 1000))
             last_beat = time.monotonic()
 
+        self.node = nodes.Heartbeat(nodes.RedisRegistry(store.redis, ctx.keys), nodes.worker_identity(worker.hostname),
+                                    _attempts_in_flight()).start()
+        reaper = nodes.Reaper(self.node.registry, store.release_orphans, self.node)
         promoter = Promoter(store, Publisher(worker.app), interval=ctx.settings.promoter_interval,
-                            name=worker.hostname, heartbeat=heartbeat)
+                            name=worker.hostname, heartbeat=heartbeat, reap=reaper.reap)
         if ctx.settings.worker_metrics_port:
             from httpqueue import metrics
 
@@ -140,6 +151,9 @@ class PromoterStep(ThreadStep):
     def stop(self, worker: t.Any) -> None:
         """Stop the promoter, then withdraw the heartbeat so readiness turns now, not when it runs out."""
         super().stop(worker)
+        node: nodes.Heartbeat | None = getattr(self, "node", None)
+        if node is not None:
+            node.stop(leave=True)
         _consuming.discard(worker.hostname)
         ctx = context.current()
         try:
@@ -148,3 +162,22 @@ class PromoterStep(ThreadStep):
             pass
 
     shutdown = stop
+
+
+def _attempts_in_flight(every: int = 5) -> t.Callable[[], float]:
+    """The worker's load figure: attempts in flight in its pool processes, re-read every ``every`` beats.
+
+    Summed from the pool processes' gauge (:func:`httpqueue.metrics.attempts_in_flight`),
+    which reads the multiprocess files; not on each beat, to keep the heartbeat thread cheap.
+    """
+    from httpqueue import metrics
+
+    last, beats = 0.0, 0
+
+    def load() -> float:
+        nonlocal last, beats
+        if beats % every == 0:
+            last = metrics.attempts_in_flight()
+        beats += 1
+        return last
+    return load

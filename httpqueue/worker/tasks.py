@@ -40,7 +40,7 @@ from celery.events import EventDispatcher
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.worker.request import Request
 
-from httpqueue import context, events, metrics  # noqa: F401  (metrics: counts this process's events)
+from httpqueue import context, events, metrics, nodes
 from httpqueue.celery import app
 from httpqueue.clock import now_ms
 from httpqueue.context import DELIVERY_THREADS
@@ -250,7 +250,7 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
     ctx = context.current()
     offsets = {str(item[0]): (int(item[2]) if len(item) > 2 else 0) for item in batch}
     tasks = ctx.store.claim_many([(str(item[0]), int(item[1])) for item in batch], now_ms(),
-                                 ctx.settings.attempt_lease_ms)
+                                 ctx.settings.attempt_lease_ms, owner=nodes.worker_incarnation())
     claimed = {task.id for task in tasks}
     stale = [task_id for task_id in offsets if task_id not in claimed]
     summary = {"stale": len(batch) - len(tasks)}
@@ -273,10 +273,13 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
             message_events.failed(message, f"outcomes of {len(outcomes)} tasks not recorded ({exc}); the tasks "
                                            "are re-issued when their lease runs out")
             raise
+        finally:
+            metrics.IN_FLIGHT.dec(len(go))
         returned = {r.task.id for r in results}
         lost = [task.id for task in go if task.id not in returned]
         message_events.finished(message, message_report(len(batch), outcomes, recorded, stale, lost))
 
+    metrics.IN_FLIGHT.inc(len(go))  # the worker's load figure in the node registry
     launcher().launch(calls, done)
     summary["launched"] = len(go)
     summary["turned_away"] = len(away)
