@@ -322,19 +322,24 @@ class Readiness:
 
 @dataclasses.dataclass(frozen=True)
 class Node:
-    """A live API process group or worker of the deployment (``GET /v1/nodes``).
+    """A live API process or worker of the deployment (``GET /v1/nodes``).
 
-    Fields the API does not give stay ``None``; ``raw`` holds the whole entry.
+    ``role`` is ``api`` or ``worker``; ``incarnation`` changes on every start,
+    so a restarted worker under the same ``name`` is a new node. ``load`` is
+    requests per second for an API process, attempts in flight for a worker.
+    Times are Unix seconds. Fields the API does not give stay ``None``;
+    ``raw`` holds the whole entry.
     """
 
     role: str | None = None
     name: str | None = None
+    incarnation: str | None = None
     host: str | None = None
     pid: int | None = None
     version: str | None = None
-    started: t.Any = None
-    last_seen: t.Any = None
-    load: t.Any = None
+    started: float | None = None
+    last_seen: float | None = None
+    load: float | None = None
     raw: dict[str, t.Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
