@@ -121,7 +121,7 @@ SERVER = (*UPPER, "httpqueue.store", "httpqueue.delivery", "httpqueue.publish", 
 """What the client and receiver packages must not import: they run in other programs, without the server."""
 
 
-@pytest.mark.parametrize("package", ["client"])
+@pytest.mark.parametrize("package", ["client", "receiver"])
 def test_client_and_receiver_import_none_of_the_server(package: str) -> None:
     assert breaks(modules(package), SERVER) == []
 
