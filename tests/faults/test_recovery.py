@@ -1,0 +1,98 @@
+"""Recovery in seconds: a killed worker's attempts are re-issued when its heartbeat stops, not when their lease runs out.
+
+With the default timings (heartbeat 1 s, gone after 6 s, lease 30 s, callback
+timeout 10 s) a worker killed with -9 while it holds attempts in flight: the
+other worker's promoter sees the dead incarnation, releases its attempts, and
+reclaim re-issues them with a new generation. The bound is 10 s from the kill
+to every task delivered; the test allows 15 s for a loaded machine. Without the
+registry the same attempts wait for their lease (the task's 40 s timeout plus
+the 30 s lease here).
+"""
+from __future__ import annotations
+
+import time
+import typing as t
+
+import pytest
+import requests
+
+from httpqueue import nodes
+from httpqueue.store.keys import Keys
+from tests.support.faults import Service
+from tests.support.processes import wait_until
+from tests.support.receiver import Answer, Receiver
+
+pytestmark = pytest.mark.faults
+
+TASKS = 12
+RECOVERY_BOUND_S = 15.0
+"""Kill to full delivery: 10 s by design (6 s without a beat, 1 s to the next look, then one pass and one
+attempt), plus margin for a loaded machine."""
+
+DEFAULT_TIMINGS = {"lease": 30.0, "callback_timeout": 10.0, "promoter_interval": 0.25, "timer_horizon": 60.0,
+                   "visibility_timeout": 3600}
+"""The settings' defaults for what decides recovery time (the fault suite's own are much shorter)."""
+
+
+@pytest.fixture
+def service(tmp_path: t.Any) -> t.Iterator[Service]:
+    svc = Service(tmp_path, **DEFAULT_TIMINGS)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def slow_receiver() -> t.Iterator[Receiver]:
+    """A receiver of the test's own: its held answers must not linger into another test's receiver."""
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def test_kill_9_worker_holding_attempts_recovers_within_seconds(service: Service, slow_receiver: Receiver) -> None:
+    receiver, path = slow_receiver, "/held"
+    receiver.script(path, *[Answer(delay=60.0) for _ in range(TASKS)])  # first attempts stay in flight
+    receiver.default(path, Answer())
+    service.start_api()
+    victim = service.start_worker("recovery-victim")
+    ids = []
+    for n in range(TASKS):
+        created = requests.post(f"{service.url}/v1/tasks", timeout=10, json={
+            "topic": "recovery", "delay": 0, "retry": 0, "timeout": 40, "callback": receiver.url(path),
+            "content": {"n": n}})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    receiver.wait_for(lambda reqs: {r.task_id for r in reqs if r.path == path} >= set(ids), timeout=20)
+
+    # the heir runs, and has been beating long enough to release others' attempts, before the kill
+    service.start_worker("recovery-heir")
+    registry = nodes.RedisRegistry(service.client, Keys(service.settings.get("key_prefix", "hq")))
+
+    def heir_steady() -> bool:
+        heir = [n for n in registry.live() if n.identity.name == "recovery-heir@localhost"]
+        return bool(heir) and time.time() - heir[0].identity.started > nodes.HEARTBEAT_TTL + 1
+
+    wait_until(heir_steady, 30, "the heir's heartbeat steady", interval=0.2)
+    victim_node = next(n for n in registry.live() if n.identity.name == "recovery-victim@localhost")
+    assert victim_node.load == TASKS  # its load figure: the attempts in flight
+
+    victim.kill9()
+    killed_at = time.time()
+
+    def delivered_again() -> bool:
+        return all(any(r.at > killed_at and r.task_id == i for r in receiver.requests) for i in ids)
+
+    wait_until(delivered_again, 60, "every held task re-issued and delivered", interval=0.1)
+    full = max(min(r.at for r in receiver.requests if r.task_id == i and r.at > killed_at) for i in ids)
+    recovery = full - killed_at
+    print(f"kill -9 worker holding {TASKS} attempts: all delivered {recovery:.2f} s after the kill")
+    assert recovery <= RECOVERY_BOUND_S, f"{recovery:.1f} s from kill to full delivery"
+
+    for task_id in ids:  # the documented duplicate: the same id again, with a higher attempt number
+        attempts = [int(r.headers.get("X-Httpqueue-Attempt", "0")) for r in receiver.requests
+                    if r.task_id == task_id]
+        assert attempts[0] == 1 and attempts[-1] > 1 and len(set(attempts)) == len(attempts), attempts
+    wait_until(lambda: all(requests.get(f"{service.url}/v1/tasks/{i}", timeout=5).json()["state"] == "succeeded"
+                           for i in ids), 15, "every task recorded as succeeded")
+    assert victim_node.identity.incarnation not in {n.identity.incarnation for n in registry.live()}
+    assert registry.departed(nodes.Role.WORKER) == []  # released and removed, not left to run out
