@@ -1,4 +1,4 @@
-"""The ``httpqueue`` command: ``run`` (everything), ``api`` (granian or gunicorn), ``worker`` (Celery).
+"""The ``httpqueue`` command: ``run`` (everything), ``api`` (granian or gunicorn), ``worker`` (Celery), ``export``.
 
 Options override ``HTTPQUEUE_*`` environment variables, which override the
 defaults (see :mod:`httpqueue.config`). ``run`` starts its own Redis when no
@@ -150,6 +150,22 @@ def worker(cli: click.Context, redis_url: str | None, pool: str | None, concurre
     argv = ["worker", "--loglevel", "INFO", "--pool", settings.worker_pool, "--concurrency", str(workers),
             "--queues", QUEUE, *cli.args]
     app.worker_main(argv)
+
+
+@main.command()
+@redis_option
+@click.option("--sink", "sinks", multiple=True,
+              help="Where to write events: clickhouse://, elasticsearch:// or mongodb:// URL (repeatable; "
+                   "default HTTPQUEUE_EXPORT_SINKS).")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+@click.option("--off", is_flag=True, help="Turn event writing off for the whole store, then exit.")
+def export(redis_url: str | None, sinks: tuple[str, ...], metrics_port: int | None, off: bool) -> None:
+    """Copy task lifecycle events from Redis to ClickHouse, Elasticsearch or MongoDB (several may run)."""
+    settings = _install(redis_url=redis_url, export_metrics_port=metrics_port,
+                        export_sinks=",".join(sinks) if sinks else None)
+    from httpqueue.export import command
+
+    sys.exit(command.run(settings, off=off))
 
 
 @main.command()

@@ -215,6 +215,18 @@ class Settings:
     consumer_timeout: float = _setting(1800.0,
         "RabbitMQ's `consumer_timeout` (a server setting) in seconds, for an `amqp://` broker: httpqueue checks at start that nothing it holds unacknowledged comes near it.")
 
+    # -- exporting events (httpqueue export)
+    export_max_events: int = _setting(0,
+        "Lifecycle events kept per shard in Redis for `httpqueue export` (XADD MAXLEN ~; beyond it the oldest are dropped, and counted). A process started with it above 0 turns event writing on for the whole store; 0 leaves it as it is (`httpqueue export --off` turns it off).")
+    export_sinks: tuple[str, ...] = _setting((),
+        "Where `httpqueue export` writes events: `clickhouse://`, `elasticsearch://`, `mongodb://` URLs (comma-separated).")
+    export_batch: int = _setting(500,
+        "Most events `httpqueue export` sends to a sink in one request.")
+    export_claim_idle: float = _setting(60.0,
+        "Seconds events handed to an exporter may stay unacknowledged before another exporter takes them over.")
+    export_metrics_port: int = _setting(0,
+        "Port on which `httpqueue export` serves its Prometheus metrics on loopback (0: off).")
+
     @classmethod
     def load(cls, overrides: t.Mapping[str, t.Any] | None = None,
              environ: t.Mapping[str, str] | None = None) -> Settings:
@@ -253,6 +265,8 @@ class Settings:
             )
         if self.shards < 1:
             raise ConfigError("shards must be at least 1")
+        if self.export_max_events < 0 or self.export_batch < 1:
+            raise ConfigError("export_max_events must be 0 or more and export_batch at least 1")
         if self.retry_base < 1:
             raise ConfigError("retry_base must be at least 1 second (Celery's backoff works in whole seconds)")
         if self.worker_pool not in {"threads", "prefork", "solo"}:

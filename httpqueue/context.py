@@ -7,7 +7,9 @@ entry points (the Celery task, the CLI, ``create_app``) call :func:`current`.
 """
 from __future__ import annotations
 
+import logging
 import os
+import typing as t
 from pathlib import Path
 
 
@@ -70,6 +72,20 @@ class Context:
         """Where callbacks may go despite the SSRF guard (``callback_allow``)."""
         self.signer = WebhookSigner(list(settings.signing_secrets)) if settings.signing_secrets else None
         """Signs callbacks (Standard Webhooks) when ``signing_secrets`` are set."""
+        if s.export_max_events:
+            _enable_export(client, self.keys, s.export_max_events)
+
+
+def _enable_export(client: t.Any, keys: Keys, max_events: int) -> None:
+    """Turn event writing on for ``httpqueue export`` (see :mod:`httpqueue.export.switch`); never fails a start."""
+    from httpqueue.export import switch
+    from httpqueue.store.scripts import REDIS_ERRORS
+
+    try:
+        switch.enable(client, keys, max_events)
+    except REDIS_ERRORS:
+        logging.getLogger("httpqueue").warning(
+            "could not turn event export on (Redis unreachable); `httpqueue export` turns it on when it starts")
 
 
 _current: Context | None = None

@@ -64,9 +64,13 @@ class Exporter:
             pump.sink.close()
 
     def wait(self) -> None:
-        """Block until :meth:`stop` is called (from a signal handler)."""
+        """Block until :meth:`request_stop` or :meth:`stop` is called."""
         while not self._stop.wait(1.0):
             pass
+
+    def request_stop(self) -> None:
+        """Ask the threads to finish (safe in a signal handler); :meth:`stop` then joins them."""
+        self._stop.set()
 
     def _run(self, pump: Pump) -> None:
         """One sink's loop: a Redis outage is waited out like a sink outage, with the same backoff."""

@@ -135,6 +135,11 @@ def test_services_and_publish_import_neither_api_nor_worker(name: str) -> None:
     assert breaks(modules(name), API_AND_WORKER) == []
 
 
+def test_the_exporter_uses_only_store_and_config_and_the_pipeline_does_not_import_it() -> None:
+    assert breaks(modules("export"), UPPER) == []
+    assert breaks(modules("store", "delivery"), ("httpqueue.export",)) == []
+
+
 def test_the_rules_catch_an_import_hidden_in_a_function() -> None:
     source = ("import typing\nif typing.TYPE_CHECKING:\n    from httpqueue.celery import app\n"
               "def later():\n    from httpqueue.api import create_app\n    import httpqueue.worker.tasks\n"
