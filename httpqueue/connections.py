@@ -78,7 +78,9 @@ def redis_client(url: str, master_name: str = "mymaster", cluster: bool | None =
     """
     timeouts: dict[str, t.Any] = dict(
         decode_responses=True, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
-    if cluster if cluster is not None else cluster_enabled(url):
+    if cluster is None:
+        cluster = cluster_enabled(url)
+    if cluster:
         # the cluster client retries ConnectionError/TimeoutError/ClusterDownError itself, refreshing the
         # slot map between attempts; its node clients must not retry on their own
         return RedisCluster.from_url(url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), CLUSTER_RETRIES),

@@ -26,6 +26,7 @@ import time
 import typing as t
 
 import redis
+from redis.cluster import RedisCluster
 
 from httpqueue.connections import StoreClient
 from httpqueue.store.keys import Keys
@@ -119,6 +120,18 @@ def _text(value: t.Any) -> str | None:
 
 def persistence(client: StoreClient) -> str:
     """What the Redis keeps on disk: ``aof``, ``rdb``, ``aof+rdb``, ``none`` or ``unknown``.
+
+    Of a Redis Cluster, what every master keeps (asked one by one: the
+    cluster client would ask one node), ``none`` if any keeps nothing.
+    """
+    if isinstance(client, RedisCluster):
+        kinds = {node_persistence(client.get_redis_connection(node)) for node in client.get_primaries()}
+        return kinds.pop() if len(kinds) == 1 else "none" if "none" in kinds else "unknown"
+    return node_persistence(client)
+
+
+def node_persistence(client: redis.Redis) -> str:
+    """What one Redis keeps on disk (see :func:`persistence`).
 
     ``CONFIG GET`` tells both (``appendonly``, ``save``). Managed Redis often
     refuses ``CONFIG``; then ``INFO persistence`` still shows whether AOF is on,
