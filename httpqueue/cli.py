@@ -27,6 +27,7 @@ import click
 from httpqueue import config, context
 from httpqueue.config import API_SERVERS, LOOPBACK_DEFAULT_ADDRESS, Settings
 from httpqueue.context import EMBEDDED_URL_FILE
+from httpqueue.operator_cli import COMMANDS as OPERATOR_COMMANDS
 
 RUN_CHILD_ENV = "_HTTPQUEUE_RUN_CHILD"
 """Set in the children of ``run``, which already gave the start warnings: they do not repeat them."""
@@ -112,6 +113,10 @@ redis_option = click.option("--redis", "redis_url", envvar="HTTPQUEUE_REDIS_URL"
 @click.version_option(package_name="httpqueue")
 def main() -> None:
     """Delayed HTTP callbacks with retries, on Celery and Redis."""
+
+
+for _command in OPERATOR_COMMANDS:  # tasks, topics, schedules, nodes: a running API's client (operator_cli.py)
+    main.add_command(_command)
 
 
 server_option = click.option("--server", "api_server", type=click.Choice(API_SERVERS), default=None,
