@@ -97,12 +97,26 @@ class Message:
     """Whole seconds the message waits in RabbitMQ's delay levels (native delayed delivery), or 0."""
 
 
+LEAD_MS = 50
+"""How much earlier than its earliest task a Celery ETA message is due.
+
+Between a message's ETA and the start of its first attempt lie the worker's
+timer, the hand-off to a pool process and the claim in Redis: a few ms on an
+idle box, tens of ms on a busy one (the lateness at 500 creates/s was mostly
+this). Due ``LEAD_MS`` early, the message reaches the pool process before its
+tasks are due, and the attempts start at their own times, counted from the
+message's ETA (:func:`httpqueue.worker.tasks.deliver`), not from when the pool
+got it. The cost: a task is claimed (and can no longer be deleted) up to this
+long before it is due."""
+
+
 def celery_eta_message(group: t.Sequence[Dispatch], clock_ms: int) -> Message:
-    """A message that waits as a Celery ETA until its earliest task is due; offsets count from then."""
+    """A message that waits as a Celery ETA until :data:`LEAD_MS` before its earliest task; offsets count from then."""
     first = group[0]  # the earliest: groups are sorted by due time
-    wait = (first.due_ms - clock_ms) / 1000
-    items = [[d.task_id, d.gen, max(0, d.due_ms - max(first.due_ms, clock_ms))] for d in group]
-    return Message(items, countdown=wait if wait > 0.001 else None)
+    wait_ms = max(0, first.due_ms - LEAD_MS - clock_ms)
+    starts_ms = clock_ms + wait_ms
+    items = [[d.task_id, d.gen, max(0, d.due_ms - starts_ms)] for d in group]
+    return Message(items, countdown=wait_ms / 1000 if wait_ms > 1 else None)
 
 
 def native_delayed_message(group: t.Sequence[Dispatch], clock_ms: int) -> Message:

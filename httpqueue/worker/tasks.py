@@ -28,6 +28,7 @@ costs two task events instead of three.
 """
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import os
@@ -246,6 +247,7 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
     The message's final task event is sent once the outcomes are recorded.
     """
     started = time.monotonic()
+    anchor = eta_anchor(self.request.eta, started)
     message = Message(self.request.id or "", self.request.hostname or "", started)
     ctx = context.current()
     offsets = {str(item[0]): (int(item[2]) if len(item) > 2 else 0) for item in batch}
@@ -257,13 +259,16 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
     if not tasks:
         message_events.finished(message, message_report(len(batch), [], [], stale))
         return summary
-    admission = ctx.topics.admit(topic, tasks, now_ms())
+    # admitted for when the first attempt starts (the message may be due a lead before it): a rate
+    # limiter's slot or a breaker's cooldown is judged at the start, not at the hand-off
+    first_start_ms = round((anchor - time.monotonic()) * 1000) + min(offsets[task.id] for task in tasks)
+    admission = ctx.topics.admit(topic, tasks, now_ms() + max(0, first_start_ms))
     go = [task for task, v in zip(tasks, admission.verdicts) if v.action is AdmitAction.GO]
     away = [turned_away(task, v) for task, v in zip(tasks, admission.verdicts) if v.action is not AdmitAction.GO]
-    # Hand the attempts to the launcher: each starts at its offset from this message's start
-    # (offsets, not absolute due times, so a promoter on an injected clock still works), on
-    # the process's delivery loop; the outcomes are recorded together when the last one ends.
-    calls = [(started + offsets[task.id] / 1000, functools.partial(attempt_async, ctx, task)) for task in go]
+    # Hand the attempts to the launcher: each starts at its offset from the message's ETA (or its
+    # start, without one; offsets, not absolute due times, so a promoter on an injected clock still
+    # works), on the process's delivery loop; the outcomes are recorded together when the last one ends.
+    calls = [(anchor + offsets[task.id] / 1000, functools.partial(attempt_async, ctx, task)) for task in go]
 
     def done(results: list[Result]) -> None:
         outcomes = [*away, *results]
@@ -284,6 +289,23 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
     summary["launched"] = len(go)
     summary["turned_away"] = len(away)
     return summary
+
+
+def eta_anchor(eta: str | datetime.datetime | None, started: float) -> float:
+    """The ``time.monotonic()`` instant of a message's ETA, given when it started (``started``).
+
+    The publisher makes a message due a little before its tasks
+    (:data:`~httpqueue.publish.LEAD_MS`) and counts their offsets from its
+    ETA: anchored there, an attempt starts when its task is due however long
+    the worker's timer and the hand-off to this process took. A message
+    without an ETA (due at once, or held by the broker) counts from its start.
+    """
+    if not eta:
+        return started
+    when = eta if isinstance(eta, datetime.datetime) else datetime.datetime.fromisoformat(eta)
+    if when.tzinfo is None:  # Celery's ETAs are UTC
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return started - (time.time() - when.timestamp())
 
 
 def _notify(task_id: str, url: str) -> None:

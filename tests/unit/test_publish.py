@@ -1,11 +1,15 @@
 """Grouping due tasks into delivery messages, and how each waits for its time (pure)."""
 from __future__ import annotations
 
+import datetime
+import time
+
 import pytest
 
 from httpqueue import rabbitmq
 from httpqueue.publish import (
     BATCH_WINDOW_MS,
+    LEAD_MS,
     MAX_BATCH,
     Message,
     celery_eta_message,
@@ -14,6 +18,7 @@ from httpqueue.publish import (
     native_delayed_message,
 )
 from httpqueue.store.records import Dispatch
+from httpqueue.worker.tasks import eta_anchor
 
 
 def test_tasks_due_together_fill_messages_of_max_batch() -> None:
@@ -32,11 +37,25 @@ def test_a_message_holds_one_topic_and_one_window() -> None:
 
 # -- how a message waits: a Celery ETA (Redis) or RabbitMQ's delay levels plus offsets
 
-def test_a_celery_eta_message_waits_for_its_earliest_task_and_counts_offsets_from_it() -> None:
+def test_a_celery_eta_message_is_due_a_lead_before_its_earliest_task_and_counts_offsets_from_then() -> None:
     group = [Dispatch("a", 1, 10_000, topic="t"), Dispatch("b", 2, 10_060, topic="t")]
     message = celery_eta_message(group, clock_ms=7_500)
-    assert message.countdown == 2.5 and message.delay_s == 0
-    assert message.items == [["a", 1, 0], ["b", 2, 60]]
+    assert message.countdown == (2_500 - LEAD_MS) / 1000 and message.delay_s == 0
+    assert message.items == [["a", 1, LEAD_MS], ["b", 2, LEAD_MS + 60]]
+
+
+def test_a_message_due_within_the_lead_goes_at_once_with_the_rest_as_offsets() -> None:
+    group = [Dispatch("a", 1, 10_000, topic="t")]
+    message = celery_eta_message(group, clock_ms=10_000 - LEAD_MS // 2)
+    assert message.countdown is None and message.items == [["a", 1, LEAD_MS // 2]]
+
+
+def test_attempts_count_from_the_messages_eta_not_from_when_the_pool_got_it() -> None:
+    started = time.monotonic()
+    late = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(milliseconds=30)
+    assert eta_anchor(late.isoformat(), started) == pytest.approx(started - 0.030, abs=0.005)
+    assert eta_anchor(late.replace(tzinfo=None).isoformat(), started) == pytest.approx(started - 0.030, abs=0.005)
+    assert eta_anchor(None, started) == started
 
 
 def test_a_task_already_due_goes_at_once_either_way() -> None:
