@@ -104,6 +104,23 @@ function chart(svgId, series, keys, colors) {
   svg.innerHTML = out;
 }
 
+// Live API processes and workers (GET /v1/nodes): load is requests/s for an API process, attempts in flight
+// for a worker. A node leaves the list when its heartbeat stops.
+function renderNodes(nodes) {
+  const now = Date.now() / 1000;
+  const rows = nodes.nodes.map((n) => el("tr", {"data-node": n.incarnation, "data-role": n.role,
+                                                "data-name": n.name},
+    el("td", {}, el("span", {class: "badge " + n.role}, n.role)), el("td", {}, n.name), el("td", {}, n.host),
+    el("td", {class: "num"}, n.pid), el("td", {}, n.version), el("td", {}, age(Math.max(0, now - n.started))),
+    el("td", {}, age(Math.max(0, now - n.last_seen)) + " ago"),
+    el("td", {class: "num", "data-col": "load"}, n.role === "api" ? n.load.toFixed(1) + " req/s"
+                                                                    : fmt(n.load) + " in flight")));
+  document.querySelector("#nodes tbody").replaceChildren(
+    ...(rows.length ? rows : [el("tr", {}, el("td", {colspan: 8, class: "muted"}, "No live node."))]));
+  document.getElementById("node-counts").textContent =
+    Object.entries(nodes.counts).map(([role, n]) => `${n} ${role}`).join(", ");
+}
+
 function renderFailures(page) {
   const rows = page.tasks.map((t) => el("tr", {"data-task": t.id},
     el("td", {}, el("a", {class: "id", onclick: () => showTask(t.id)}, t.id)),
@@ -158,10 +175,11 @@ function setStatus(text, bad = false) {
 
 async function refresh() {
   try {
-    const [stats, topics, series, failures, status] = await Promise.all([
+    const [stats, topics, series, failures, status, nodes] = await Promise.all([
       api("/v1/stats"), api("/v1/topics"), api("/v1/series?minutes=60"), api("/v1/tasks?state=failed&limit=20"),
-      api("/status")]);
+      api("/status"), api("/v1/nodes")]);
     renderBanner(status); renderTotals(stats, status); renderTopics(stats, topics); renderFailures(failures);
+    renderNodes(nodes);
     const m = series.minutes.map((p) => Object.assign({}, p, {retried: p.retrying}));
     chart("chart-throughput", m, ["succeeded", "retried", "failed"], ["#2e8b57", "#d9902f", "#c8413b"]);
     chart("chart-lateness", m, ["late_p50_ms", "late_p99_ms", "late_mean_ms"], ["#3b6fd8", "#c8413b", "#2e8b57"]);
