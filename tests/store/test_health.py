@@ -1,9 +1,10 @@
-"""The health checks on each kind of store: they span every shard (overdue) or every master (persistence)."""
+"""Checks that span every shard or every master, on each kind of store: health, and scripts Redis forgot."""
 from __future__ import annotations
 
 from httpqueue import health
+from httpqueue.store.records import NewTask
 from httpqueue.store.tasks import TaskStore
-from tests.support.store import HOUR_MS, parked, queued
+from tests.support.store import HOUR_MS, NOWHERE, parked, queued
 
 NOW = 1_750_000_000_000
 
@@ -30,3 +31,14 @@ def test_heartbeats_are_seen_and_forgotten(fresh_store: TaskStore) -> None:
     assert health.live_workers(client, keys) == 1 and client.exists(keys.worker_heartbeat("w1@host"))
     health.forget(client, keys, "w1@host")
     assert health.live_workers(client, keys) == 0
+
+
+def test_scripts_lost_by_redis_are_loaded_again(fresh_store: TaskStore) -> None:
+    """After a restart, or on a replica promoted since the scripts were loaded (``SCRIPT LOAD`` is not
+    replicated since Redis 7.0), calls answered ``NOSCRIPT`` load the script and run: alone or grouped."""
+    fresh_store.redis.script_flush()  # every master of a cluster
+    assert queued(fresh_store, NOW).gen == 1  # one call alone
+    fresh_store.redis.script_flush()
+    batch = fresh_store.create_many([NewTask("t", NOWHERE, n, NOW + HOUR_MS, 0) for n in range(12)], NOW)
+    assert len({fresh_store.keys.shard_of(c.task_id) for c in batch}) > 1  # grouped by node on a cluster
+    assert fresh_store.counts() == {("queued", "t"): 1, ("scheduled", "t"): 12}
