@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup run test typecheck test-faults bench clean
+.PHONY: setup run test typecheck test-faults bench docs clean
 
 $(BIN)/httpqueue: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,9 @@ test-faults: setup
 bench: setup
 	$(BIN)/python -m bench.run
 
+# The documentation site (Sphinx, furo theme): HTML in docs/_build/html; any warning fails the build.
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) httpqueue-data test-artifacts .pytest_cache
+	rm -rf $(VENV) httpqueue-data test-artifacts .pytest_cache docs/_build docs/_generated

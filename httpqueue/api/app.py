@@ -14,7 +14,7 @@ from flask_smorest import Api
 from httpqueue import __version__, context, jsoncodec
 from httpqueue.api import auth, compat, dashboard, errors, nodes, ops, schedules, topics, v1
 from httpqueue.api.base import CONTEXT_KEY, SERVICE_KEY
-from httpqueue.api.schemas import bind_settings, unbind_settings
+from httpqueue.api.schemas import ApiErrorSchema, bind_settings, unbind_settings
 from httpqueue.celery import app as celery_app
 from httpqueue.config import Settings
 from httpqueue.publish import Publisher
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         API_SPEC_OPTIONS={"info": {"description": "Delayed HTTP callbacks with retries; the original Go "
                                                   "httpqueue's API (`/create`, `/delete`, `/query`) and `/v1`."}},
     )
-    api = Api(app)
+    api = HttpqueueApi(app)
     token = bind_settings(s)
     try:  # the schemas' limits are this app's settings, in the OpenAPI document too
         with app.app_context():
@@ -52,6 +52,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     ops.install(app)  # the no-worker Warning header on create answers
     auth.install(app, s.api_tokens, errors.unauthorized)
     return app
+
+
+class HttpqueueApi(Api):
+    """flask-smorest's Api, documenting httpqueue's own error document as every operation's default answer."""
+
+    ERROR_SCHEMA = ApiErrorSchema
 
 
 class JsonProvider(DefaultJSONProvider):
