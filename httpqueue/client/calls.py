@@ -261,11 +261,7 @@ def resume_schedule(schedule_id: str) -> Call[Schedule]:
 # -- operations
 
 def nodes() -> Call[list[Node]]:
-    """``GET /v1/nodes``: the live nodes (an object with ``nodes``, or the list itself)."""
-    def read(body: t.Any) -> list[Node]:
-        entries = body.get("nodes", []) if isinstance(body, dict) else body
-        return [Node.from_json(n) for n in entries]
-    return Call(Method.GET, "/v1/nodes", read)
+    return Call(Method.GET, "/v1/nodes", lambda body: [Node.from_json(n) for n in body["nodes"]])
 
 
 def health() -> Call[bool]:

@@ -316,8 +316,8 @@ class Readiness:
 
     @classmethod
     def from_json(cls, data: t.Mapping[str, t.Any]) -> Readiness:
-        return cls(data.get("status") == "ready", list(data.get("problems", [])), list(data.get("warnings", [])),
-                   data.get("workers"))
+        problems = data.get("problems") or ([data["error"]] if data.get("error") else [])
+        return cls(data.get("status") == "ready", list(problems), list(data.get("warnings", [])), data.get("workers"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,7 +43,8 @@ def secret_key(secret: str) -> bytes:
 class Verifier:
     """Checks that a request was signed by httpqueue with one of ``secrets``, recently."""
 
-    def __init__(self, secrets: t.Sequence[str], tolerance: float = TOLERANCE) -> None:
+    def __init__(self, secrets: t.Sequence[str] | str, tolerance: float = TOLERANCE) -> None:
+        """``secrets``: ``whsec_`` secrets, as a list or comma-separated (httpqueue's setting's format)."""
         if isinstance(secrets, str):
             secrets = [s.strip() for s in secrets.split(",") if s.strip()]
         if not secrets:

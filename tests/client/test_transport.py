@@ -69,3 +69,13 @@ def test_url_and_token_resolution() -> None:
     assert endpoint.url == "https://hq.example" and endpoint.headers["Authorization"] == "Bearer s"
     assert "Authorization" not in Endpoint.resolve("http://a", "", {"HTTPQUEUE_TOKEN": "s"}).headers
     assert Endpoint.resolve(None, None, {}).url == "http://127.0.0.1:2356"
+
+
+def test_readiness_from_either_kind_of_503() -> None:
+    from httpqueue.client import Readiness
+
+    not_ready = Readiness.from_json({"code": 503, "status": "not ready", "problems": ["no worker"], "workers": 0})
+    assert (not_ready.ready, not_ready.problems) == (False, ["no worker"])
+    store_away = Readiness.from_json({"code": 503, "error": "the task store (Redis) is unavailable"})
+    assert (store_away.ready, store_away.problems) == (False, ["the task store (Redis) is unavailable"])
+    assert Readiness.from_json({"status": "ready"}).ready
