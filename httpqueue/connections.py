@@ -29,8 +29,8 @@ StoreClient: t.TypeAlias = "redis.Redis | RedisCluster"
 """What the task store holds: one Redis (standalone or a Sentinel's master) or a Redis Cluster."""
 
 CLUSTER_RETRIES = 6
-"""Attempts of a cluster command (redirects aside) while a failover elects a new master: with the
-backoff below they span about 2 s, then the caller gets a 503."""
+"""Retries of one cluster command after a connection error, a timeout or ``CLUSTERDOWN`` (redirects aside;
+redis-py re-reads the slot map between them); then the caller gets a 503."""
 
 SOCKET_TIMEOUT = 5.0
 """Seconds a Redis command may take before the caller gets a 503 instead of hanging."""
