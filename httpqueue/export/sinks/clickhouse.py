@@ -13,6 +13,7 @@ with ``retention_days`` the sink drops partitions older than that once an hour.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import typing as t
 from urllib.parse import unquote, urlsplit
@@ -77,6 +78,8 @@ class ClickHouseSink:
             send_receive_timeout=timeout, sync_request_timeout=timeout)
         self._prepared = False
         self._swept_at = 0.0
+        # the driver logs every failed connect with a traceback; the exporter reports outages itself, once a try
+        logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
 
     def prepare(self) -> None:
         """Create the table if missing (the database must exist)."""
