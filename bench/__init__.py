@@ -12,4 +12,12 @@ callback receiver), :mod:`bench.load` (wrk and the paced sender),
 targets, output), :mod:`bench.floor` (the minimal Flask create the intake
 scenario compares httpqueue with), :mod:`bench.sweep` (granian worker and
 thread counts), :mod:`bench.profile` (py-spy on the API under load).
+
+The scale curve is its own command, ``python -m bench.scale`` (10^4 to 10^7
+pending tasks, standalone or cluster, and workers x API nodes): modules
+:mod:`bench.scale` (command line), :mod:`bench.backlog` (filling, rates),
+:mod:`bench.memory` (bytes per task by kind of key), :mod:`bench.stores`
+(the Redis it fills), :mod:`bench.nodes` (workers and API nodes),
+:mod:`bench.plots` (the PNGs in docs/), :mod:`bench.layouts` (what other task
+layouts would cost in Redis).
 """

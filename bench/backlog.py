@@ -30,6 +30,8 @@ import random
 import time
 import typing as t
 
+import psutil
+
 from httpqueue.clock import now_ms
 from httpqueue.config import Settings
 from httpqueue.context import Context
@@ -107,7 +109,8 @@ class Backlog:
     def single_creates(self) -> dict[str, float]:
         """Single creates through the service for ``seconds``: creates/s and Redis us per create."""
         ids: list[str] = []
-        timed = redis_us = 0.0
+        timed = 0.0
+        spent = Spent()
         count = 0
         self.scripts.reset()
         deadline = time.monotonic() + self.cfg.seconds
@@ -119,17 +122,17 @@ class Backlog:
             ids.append(created.task_id)
             count += 1
             if len(ids) >= 1000 or time.monotonic() >= deadline:
-                redis_us += self.scripts.usec()  # read before the removal: its calls are not the create's
+                spent += self.scripts.read()  # read before the removal: its calls are not the create's
                 self.remove(ids, "scheduled")
                 ids = []
                 self.scripts.reset()
-        return {"per_s": count / timed, "redis_us": redis_us / count, "count": count}
+        return {"per_s": count / timed, **spent.per(count), "count": count}
 
     def batch_creates(self) -> dict[str, float]:
         """1,000-task batches through the service for ``seconds``: tasks/s and Redis us per task."""
         timed = 0.0
         count = 0
-        redis_us = 0.0
+        spent = Spent()
         deadline = time.monotonic() + self.cfg.seconds
         while time.monotonic() < deadline:
             items = [self.fields(count + i) for i in range(self.cfg.batch)]
@@ -137,10 +140,10 @@ class Backlog:
             started = time.perf_counter()
             results = self.service.create_many(items)
             timed += time.perf_counter() - started
-            redis_us += self.scripts.usec()
+            spent += self.scripts.read()
             count += len(items)
             self.remove([r.task_id for r in results if r.task_id], "scheduled")
-        return {"per_s": count / timed, "redis_us": redis_us / count, "count": count}
+        return {"per_s": count / timed, **spent.per(count), "count": count}
 
     # -- promote rate
 
@@ -165,11 +168,11 @@ class Backlog:
             if len(taken) >= len(ids):
                 break
         elapsed = time.perf_counter() - started
-        redis_us = self.scripts.usec()
+        spent = self.scripts.read()
         self.remove(ids, "queued", history=True)
         if len(taken) < len(ids):
             raise RuntimeError(f"promoter took {len(taken)} of {len(ids)} due tasks")
-        return {"per_s": len(ids) / elapsed, "redis_us": redis_us / len(ids)}
+        return {"per_s": len(ids) / elapsed, **spent.per(len(ids)), "count": len(ids)}
 
     def idle_pass_ms(self) -> float:
         """Mean time of a promoter pass when nothing is due (what every worker pays 4 times a second)."""
@@ -198,7 +201,7 @@ class Backlog:
 
 @dataclasses.dataclass(frozen=True)
 class Rates:
-    """One backlog's rates at one point: the best create runs, the median promote round, an idle pass."""
+    """One backlog's rates at one point: the best of the rounds, Redis's cost over all of them, an idle pass."""
 
     single: dict[str, float]
     batch: dict[str, float]
@@ -208,12 +211,16 @@ class Rates:
     @classmethod
     def of(cls, runs: t.Sequence[tuple[dict[str, float], dict[str, float], dict[str, float]]],
            idle_pass_ms: float) -> Rates:
-        """The best create runs (a shared machine's noise only ever lowers a rate; Redis's time is that
-        of the same run) and the median promote round."""
-        promotes = sorted((r[2] for r in runs), key=lambda p: p["per_s"])
-        return cls(single=max((r[0] for r in runs), key=lambda x: x["per_s"]),
-                   batch=max((r[1] for r in runs), key=lambda x: x["per_s"]),
-                   promote=promotes[len(promotes) // 2], idle_pass_ms=idle_pass_ms)
+        """Per kind of run: the best rate (a shared machine's noise only ever lowers a rate) and Redis's
+        cost per task over every round (more tasks: finer than one run's CPU clock ticks)."""
+        return cls(single=_combine([r[0] for r in runs]), batch=_combine([r[1] for r in runs]),
+                   promote=_combine([r[2] for r in runs]), idle_pass_ms=idle_pass_ms)
+
+
+def _combine(runs: t.Sequence[dict[str, float]]) -> dict[str, float]:
+    count = sum(r["count"] for r in runs)
+    return {"per_s": max(r["per_s"] for r in runs), "count": count,
+            **{k: sum(r[k] * r["count"] for r in runs) / count for k in ("redis_us", "redis_cpu_us")}}
 
 
 def side_by_side(backlogs: t.Sequence[Backlog], rounds: int) -> list[Rates]:
@@ -248,26 +255,51 @@ def settings_for(target: StoreTarget) -> dict[str, str]:
     return {"redis_url": target.redis_url, "broker_url": target.broker_url, "callback_allow": "127.0.0.0/8"}
 
 
-class ScriptTime:
-    """Redis's own time running scripts (``INFO commandstats``), summed over the masters.
+@dataclasses.dataclass(frozen=True)
+class Spent:
+    """What Redis spent on a run: time inside script calls, and CPU time of its process(es), in us."""
 
-    Read on the server, so the client's CPU and the machine's other load do
-    not enter it: when a rate changes with the backlog, this says whether
-    Redis got slower or the client did.
+    script_us: float = 0.0
+    cpu_us: float = 0.0
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(self.script_us + other.script_us, self.cpu_us + other.cpu_us)
+
+    def per(self, count: int) -> dict[str, float]:
+        return {"redis_us": self.script_us / count, "redis_cpu_us": self.cpu_us / count}
+
+
+class ScriptTime:
+    """Redis's own cost of a run, read on the server, summed over the masters.
+
+    Two readings: the time inside script calls (``INFO commandstats``, a
+    wall clock: a Redis process that is preempted mid-script counts the wait)
+    and the CPU time of the ``redis-server`` processes (psutil: command
+    parsing and replies included, preemption excluded). Neither includes
+    the client's CPU, so when a rate changes with the backlog they say
+    whether Redis got slower or the client did; the CPU time is the one the
+    load of a shared machine moves least.
     """
 
     COMMANDS = ("cmdstat_evalsha", "cmdstat_eval")
 
     def __init__(self, target: StoreTarget) -> None:
         self.target = target
+        self.processes = [psutil.Process(pid) for pid in target.pids()]
+        self.cpu_mark = 0.0
 
     def reset(self) -> None:
         for client in self.target.masters():
             client.config_resetstat()
+        self.cpu_mark = self._cpu()
 
-    def usec(self) -> float:
+    def read(self) -> Spent:
+        """What was spent since :meth:`reset`."""
         total = 0.0
         for client in self.target.masters():
             stats = client.info("commandstats")
             total += sum(float(stats.get(name, {}).get("usec", 0)) for name in self.COMMANDS)
-        return total
+        return Spent(total, (self._cpu() - self.cpu_mark) * 1e6)
+
+    def _cpu(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.processes)

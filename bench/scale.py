@@ -44,7 +44,8 @@ from bench.stack import ROOT, Child, wait_until
 
 POINTS = (10**4, 10**5, 10**6, 10**7)
 RATE_FIGURES = ("create_single_per_s", "create_batch_per_s", "promote_per_s", "idle_pass_ms",
-                "worker_rss_mib", "create_single_redis_us", "create_batch_redis_us", "promote_redis_us")
+                "worker_rss_mib", "create_single_redis_us", "create_batch_redis_us", "promote_redis_us",
+                "create_single_redis_cpu_us", "create_batch_redis_cpu_us", "promote_redis_cpu_us")
 """Figures also reported as a ratio to the first point of the run (``vs_first``)."""
 
 Emit = t.Callable[[dict[str, t.Any]], None]
@@ -140,10 +141,11 @@ def _point(target: stores.StoreTarget, backlog: Backlog, control: Backlog, worke
 
 
 def _rate_figures(rates: Rates) -> dict[str, float]:
-    return {"create_single_per_s": rates.single["per_s"], "create_single_redis_us": rates.single["redis_us"],
-            "create_batch_per_s": rates.batch["per_s"], "create_batch_redis_us": rates.batch["redis_us"],
-            "promote_per_s": rates.promote["per_s"], "promote_redis_us": rates.promote["redis_us"],
-            "idle_pass_ms": rates.idle_pass_ms}
+    figures = {"idle_pass_ms": rates.idle_pass_ms}
+    for name, run in (("create_single", rates.single), ("create_batch", rates.batch), ("promote", rates.promote)):
+        figures.update({f"{name}_per_s": run["per_s"], f"{name}_redis_us": run["redis_us"],
+                        f"{name}_redis_cpu_us": run["redis_cpu_us"]})
+    return figures
 
 
 def _add_ratios(line: dict[str, t.Any], first: dict[str, t.Any]) -> None:
