@@ -81,7 +81,7 @@ class Receiver:
         return self._settle(callback, outcome)
 
     async def ahandle(self, headers: t.Mapping[str, str], body: bytes, handler: Handler) -> Reply:
-        """:meth:`handle` for asyncio frameworks: ``handler`` may be async; the store is called in a thread."""
+        """:meth:`handle` for asyncio frameworks: ``handler`` may be async; a sync one and the store run in a thread."""
         from anyio import to_thread
 
         try:
@@ -92,9 +92,12 @@ class Receiver:
         if early is not None:
             return early
         try:
-            outcome = handler(callback)
-            if inspect.isawaitable(outcome):
-                outcome = await outcome
+            if inspect.iscoroutinefunction(handler):
+                outcome = await handler(callback)
+            else:  # a blocking handler must not hold up the event loop
+                outcome = await to_thread.run_sync(handler, callback)
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
         except SlowDown as slow:
             await to_thread.run_sync(self.dedup.release, callback.id)
             return Reply.slow_down(slow.retry_after)

@@ -1,4 +1,4 @@
-"""Receivers in real web servers (Flask under werkzeug's WSGI server, FastAPI under uvicorn) getting real
+"""Receivers in real web servers (Flask under werkzeug's WSGI server, FastAPI and Starlette under uvicorn) getting real
 signed callbacks from a running httpqueue (its own API and worker, with a signing secret).
 
 Each handler's behaviour is chosen by the task's content, so one server plays
@@ -21,13 +21,15 @@ import redis
 import uvicorn
 from fastapi import Depends, FastAPI
 from flask import Flask
+from starlette.applications import Starlette
+from starlette.routing import Route
 from werkzeug.serving import make_server
 
 from httpqueue.client import Client, Options, State, Task
 from httpqueue.delivery.signing import new_secret
 from httpqueue.embedded import EmbeddedRedis, free_port
 from httpqueue.receiver import DONE, Callback, Receiver, RedisDedupStore, SlowDown
-from httpqueue.receiver.asgi import callback, install
+from httpqueue.receiver.asgi import callback, endpoint, install
 from httpqueue.receiver.flask import callback_view
 from tests.support.processes import settings_env, start_api, start_worker, wait_until
 
@@ -115,6 +117,12 @@ def fastapi_app(seen: Seen, redis_server: EmbeddedRedis) -> FastAPI:
     return app
 
 
+def starlette_app(seen: Seen, redis_server: EmbeddedRedis) -> Starlette:
+    receiver, stranger = receivers(redis_server)
+    return Starlette(routes=[Route("/hook", endpoint(receiver, seen.behave), methods=["POST"]),
+                             Route("/stranger", endpoint(stranger, seen.behave), methods=["POST"])])
+
+
 def serve_flask(app: Flask) -> tuple[str, t.Callable[[], None]]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -126,7 +134,7 @@ def serve_flask(app: Flask) -> tuple[str, t.Callable[[], None]]:
     return f"http://127.0.0.1:{server.server_port}", stop
 
 
-def serve_asgi(app: FastAPI) -> tuple[str, t.Callable[[], None]]:
+def serve_asgi(app: t.Any) -> tuple[str, t.Callable[[], None]]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -140,14 +148,14 @@ def serve_asgi(app: FastAPI) -> tuple[str, t.Callable[[], None]]:
     return f"http://127.0.0.1:{port}", stop
 
 
-@pytest.mark.parametrize("framework", ["flask", "fastapi"])
+@pytest.mark.parametrize("framework", ["flask", "fastapi", "starlette"])
 def test_receiver_verifies_and_runs_each_task_once(framework: str, signed_service: Client,
                                                    redis_server: EmbeddedRedis) -> None:
     seen = Seen()
     if framework == "flask":
         url, stop = serve_flask(flask_app(seen, redis_server))
     else:
-        url, stop = serve_asgi(fastapi_app(seen, redis_server))
+        url, stop = serve_asgi((fastapi_app if framework == "fastapi" else starlette_app)(seen, redis_server))
     hq, topic = signed_service, f"recv-{framework}-{uuid.uuid4().hex[:6]}"
     try:
         def create(mode: str, path: str = "/hook", **options: t.Any) -> Task:

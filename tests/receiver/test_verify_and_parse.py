@@ -170,3 +170,16 @@ def test_redis_store(redis_server: t.Any) -> None:
     store.finish("a")
     assert store.claim("a") is Claim.DONE
     assert 0 < client.pttl(store.prefix + "a") <= 60_000
+
+
+def test_flask_blueprint() -> None:
+    from flask import Flask
+
+    from httpqueue.receiver.flask import blueprint
+
+    seen: list[str] = []
+    app = Flask("blueprint-test")
+    app.register_blueprint(blueprint(Receiver([SECRET]), lambda cb: seen.append(cb.id), "/in"), url_prefix="/hooks")
+    answers = [app.test_client().post("/hooks/in", data=BODY, headers=signed(SECRET)) for _ in range(2)]
+    assert [(a.status_code, a.json) for a in answers] == [(200, {"code": 100})] * 2 and seen == ["t-1"]
+    assert app.test_client().post("/hooks/in", data=BODY, headers=signed(OTHER)).status_code == 401
