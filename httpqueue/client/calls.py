@@ -14,7 +14,8 @@ import uuid
 from urllib.parse import quote
 
 from httpqueue.client.models import (
-    BatchResult, Changed, Created, Event, Node, Readiness, Schedule, Stats, Task, TaskPage, TaskSpec, Topic,
+    BatchResult, Changed, Created, Event, Minute, Node, Readiness, Schedule, Stats, Status, Task, TaskPage, TaskSpec,
+    Topic,
 )
 from httpqueue.states import State
 
@@ -144,8 +145,9 @@ def batch_chunks(specs: t.Iterable[TaskSpec], size: int = BATCH_MAX) -> t.Iterat
         yield chunk
 
 
-def series(minutes: int) -> Call[list[dict[str, t.Any]]]:
-    return Call(Method.GET, "/v1/series", lambda body: list(body["minutes"]), params={"minutes": minutes})
+def series(minutes: int) -> Call[list[Minute]]:
+    return Call(Method.GET, "/v1/series", lambda body: [Minute.from_json(m) for m in body["minutes"]],
+                params={"minutes": minutes})
 
 
 def stats() -> Call[Stats]:
@@ -272,8 +274,8 @@ def ready() -> Call[Readiness]:
     return Call(Method.GET, "/ready", Readiness.from_json, resend=Resend.NEVER, accept=frozenset({200, 503}))
 
 
-def status() -> Call[dict[str, t.Any]]:
-    return Call(Method.GET, "/status", dict)
+def status() -> Call[Status]:
+    return Call(Method.GET, "/status", Status.from_json)
 
 
 def metrics() -> Call[str]:

@@ -15,8 +15,8 @@ import typing as t
 from httpqueue.states import State
 
 __all__ = [
-    "BatchResult", "Changed", "Circuit", "Created", "Event", "HttpMethod", "Node", "Options", "Readiness",
-    "RetryPolicy", "Schedule", "State", "Stats", "SuccessRule", "Task", "TaskPage", "TaskSpec", "Topic",
+    "BatchResult", "Changed", "Circuit", "Created", "Event", "HttpMethod", "Minute", "Node", "Options", "Readiness",
+    "RetryPolicy", "Schedule", "State", "Stats", "Status", "SuccessRule", "Task", "TaskPage", "TaskSpec", "Topic",
 ]
 
 When = t.Union[float, int, datetime.datetime, str]
@@ -318,6 +318,42 @@ class Readiness:
     def from_json(cls, data: t.Mapping[str, t.Any]) -> Readiness:
         problems = data.get("problems") or ([data["error"]] if data.get("error") else [])
         return cls(data.get("status") == "ready", list(problems), list(data.get("warnings", [])), data.get("workers"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """``/status``, what the dashboard shows first: is a worker running, how late are tasks, is Redis persistent."""
+
+    ready: bool
+    workers: t.Any = None
+    persistence: t.Any = None
+    problems: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    overdue: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+    """``tasks`` past due and not yet sent, ``oldest_due_ms``, ``oldest_seconds``."""
+
+    @classmethod
+    def from_json(cls, data: t.Mapping[str, t.Any]) -> Status:
+        return cls(**_known(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Minute:
+    """One minute of ``/v1/series``: attempts by outcome and firing lateness (upper bounds of histogram buckets)."""
+
+    at: int
+    """The minute's start, Unix seconds (the API's ``t``)."""
+    succeeded: int = 0
+    retrying: int = 0
+    throttled: int = 0
+    failed: int = 0
+    late_mean_ms: float | None = None
+    late_p50_ms: float | None = None
+    late_p99_ms: float | None = None
+
+    @classmethod
+    def from_json(cls, data: t.Mapping[str, t.Any]) -> Minute:
+        return cls(**{**_known(cls, data), "at": int(data["t"])})
 
 
 @dataclasses.dataclass(frozen=True)

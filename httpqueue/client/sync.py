@@ -11,8 +11,8 @@ from httpqueue.client import calls
 from httpqueue.client.calls import KEEP, Call, Keep
 from httpqueue.client.errors import ApiError
 from httpqueue.client.models import (
-    BatchResult, Changed, Created, Event, Node, Options, Readiness, Schedule, Stats, Task, TaskPage, TaskSpec, Topic,
-    When,
+    BatchResult, Changed, Created, Event, Minute, Node, Options, Readiness, Schedule, Stats, Status, Task, TaskPage,
+    TaskSpec, Topic, When,
 )
 from httpqueue.client.transport import DEFAULT_TIMEOUT, Endpoint, Retries, connection_failed, may_resend, read, request_args
 from httpqueue.states import State
@@ -126,7 +126,7 @@ class Client:
         """The task's lifecycle events, oldest first."""
         return self._send(calls.history(task_id))
 
-    def series(self, minutes: int = 60) -> list[dict[str, t.Any]]:
+    def series(self, minutes: int = 60) -> list[Minute]:
         """Attempts per minute by outcome and lateness, oldest first."""
         return self._send(calls.series(minutes))
 
@@ -232,7 +232,7 @@ class Client:
         """Whether a task created now would fire: Redis, the broker and a worker are up (never raises on 503)."""
         return self._send(calls.ready())
 
-    def status(self) -> dict[str, t.Any]:
+    def status(self) -> Status:
         """What the dashboard shows first: workers, persistence, overdue tasks, problems."""
         return self._send(calls.status())
 

@@ -161,9 +161,11 @@ def test_the_original_endpoints(hq: Client, topic: str) -> None:
 def test_operations(hq: Client, worker: t.Any) -> None:
     assert hq.health() is True
     assert hq.ready().ready is True
-    assert hq.status()["ready"] is True
+    status = hq.status()
+    assert status.ready is True and status.problems == [] and status.overdue["tasks"] >= 0
     assert "httpqueue" in hq.metrics()
-    assert isinstance(hq.series(5), list)
+    minutes = hq.series(5)
+    assert len(minutes) == 5 and all(m.at > 0 for m in minutes) and minutes == sorted(minutes, key=lambda m: m.at)
 
 
 def test_nodes(hq: Client, client_api: Api, worker: t.Any) -> None:

@@ -1,13 +1,14 @@
 """Creates sent again after a lost answer or an API that is not up yet make exactly one task."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import typing as t
 from urllib.parse import urlsplit
 
 import pytest
 
-from httpqueue.client import Client, ConnectionFailed, Retries, State
+from httpqueue.client import AsyncClient, Client, ConnectionFailed, Retries, State
 from httpqueue.embedded import free_port
 from tests.client.conftest import TOKEN, Api
 from tests.client.proxy import LossyProxy
@@ -25,6 +26,18 @@ def test_a_create_whose_answer_is_lost_is_resent_and_makes_one_task(client_api: 
         assert proxy.lost == 1 and proxy.connections == 2
     assert task.replayed  # the second send found the task the first one made
     assert [x.id for x in hq.iter_tasks(topic=topic)] == [task.id]
+
+
+def test_the_async_client_resends_a_lost_create_too(client_api: Api, hq: Client, topic: str) -> None:
+    upstream = urlsplit(client_api.url)
+
+    async def create(url: str) -> t.Any:
+        async with AsyncClient(url, token=TOKEN, retries=Retries(attempts=3, first_wait=0.05), environ={}) as lossy:
+            return await lossy.create(topic, NOWHERE, "once", delay=3600)
+    with LossyProxy((upstream.hostname or "", upstream.port or 0), lose=1) as proxy:
+        task = asyncio.run(create(proxy.url))
+        assert proxy.lost == 1
+    assert task.replayed and [x.id for x in hq.iter_tasks(topic=topic)] == [task.id]
 
 
 def test_a_retry_whose_answer_is_lost_is_not_resent(client_api: Api, hq: Client, topic: str) -> None:
