@@ -82,9 +82,8 @@ class Output:
         if self.as_json:
             click.echo(json.dumps({"error": error.message, "status": error.status, "code": error.code,
                                    **({"fields": error.fields} if error.fields else {})}), err=True)
-        else:
-            fields = "".join(f"\n  {name}: {json.dumps(msgs)}" for name, msgs in error.fields.items())
-            click.echo(f"httpqueue: {error.message}{fields}", err=True)
+        else:  # the API's message already names each field at fault
+            click.echo(f"httpqueue: {error.message}", err=True)
         sys.exit(exit_code(error))
 
 
@@ -132,9 +131,9 @@ def api_command(group: click.Group | None, name: str, **settings: t.Any) -> t.Ca
     return decorate
 
 
-TASK_FIELDS = ("id", "topic", "state", "callback", "content", "execute_time_ms", "next_attempt_ms", "attempts",
+TASK_FIELDS = ("id", "topic", "state", "callback", "content", "due", "next_attempt", "finished", "attempts",
                "max_retry", "throttled", "last_code", "last_error", "options")
-TASK_COLUMNS = ("id", "topic", "state", "due", "attempts", "last_code")
+TASK_COLUMNS = ("id", "topic", "state", "due", "next_attempt", "attempts", "last_code")
 TOPIC_COLUMNS = ("topic", "paused", "rate_limit", "concurrency", "running", "counts")
 SCHEDULE_COLUMNS = ("id", "cron", "timezone", "paused", "next_tick", "last_task_id")
 NODE_COLUMNS = ("role", "name", "host", "pid", "version", "load", "last_seen")
@@ -147,7 +146,9 @@ def _time(ms: int | None) -> str | None:
 
 
 def _task_row(task: Task) -> dict[str, t.Any]:
-    return {**as_dict(task), "due": _time(task.next_attempt_ms or task.execute_time_ms)}
+    """The task with its times readable: ``due`` (its first due time), the next attempt and the end."""
+    return {**as_dict(task), "due": _time(task.execute_time_ms), "next_attempt": _time(task.next_attempt_ms),
+            "finished": _time(task.finished_time_ms)}
 
 
 # -- tasks
@@ -209,14 +210,14 @@ def create_task(client: Client, out: Output, topic: str, callback: str, content:
                       SuccessRule(success) if success else None, None, failure_callback)
     spec = TaskSpec(topic, callback, text if text is not None else _json_value(content), delay, _at(execute_at),
                     retry, task_id, options)
-    out.one(client.create_task(spec, idempotency_key=idempotency_key), TASK_FIELDS)
+    out.one(_task_row(client.create_task(spec, idempotency_key=idempotency_key)), TASK_FIELDS)
 
 
 @api_command(tasks, "get")
 @click.argument("task_id")
 def get_task(client: Client, out: Output, task_id: str) -> None:
     """Show one task."""
-    out.one(client.get(task_id), TASK_FIELDS)
+    out.one(_task_row(client.get(task_id)), TASK_FIELDS)
 
 
 @api_command(tasks, "delete")
