@@ -121,12 +121,14 @@ def api_command(group: click.Group | None, name: str, **settings: t.Any) -> t.Ca
         def command(url: str | None, token: str | None, as_json: bool, **kwargs: t.Any) -> None:
             output = Output(as_json)
             try:
-                with Client(url, token=token) as client:
+                client = Client(url, token=token)
+            except ValueError as error:  # a URL that is not http(s)
+                raise click.UsageError(str(error)) from None
+            try:
+                with client:
                     function(client, output, **kwargs)
             except ApiError as error:
                 output.fail(error)
-            except ValueError as error:  # a malformed URL, a naive time
-                raise click.UsageError(str(error)) from None
         return command
     return decorate
 

@@ -68,6 +68,7 @@ def test_exit_codes_scripts_can_branch_on(run: t.Callable[..., Result], topic: s
     nobody = run("nodes", "--url", f"http://127.0.0.1:{free_port()}")
     assert nobody.exit_code == ExitCode.UNAVAILABLE and "no answer" in nobody.stderr
     assert run("tasks", "create", topic, NOWHERE, "--content", "{oops").exit_code == ExitCode.USAGE
+    assert run("tasks", "get", "x", "--url", "127.0.0.1:2356").exit_code == ExitCode.USAGE
 
 
 def test_topics_pause_resume_set_purge(run: t.Callable[..., Result], topic: str) -> None:
