@@ -109,12 +109,12 @@ def cell(value: t.Any) -> str:
 
 
 def api_command(group: click.Group | None, name: str, **settings: t.Any) -> t.Callable[[F], click.Command]:
-    """A command of ``group`` (or a command of its own without one) that gets a connected :class:`Client` and an :class:`Output` as its first arguments,
-    with the connection options, and whose API errors become messages and exit codes."""
+    """A command of ``group`` (or a top-level one) that gets a connected :class:`Client` and an :class:`Output`
+    as its first arguments, takes the connection options, and turns API errors into messages and exit codes."""
     def decorate(function: F) -> click.Command:
         @(group.command(name, **settings) if group is not None else click.command(name, **settings))
-        @click.option("--url", envvar="HTTPQUEUE_URL", default=None, help="The API (default http://127.0.0.1:2356; "
-                                                                           "HTTPQUEUE_URL).")
+        @click.option("--url", envvar="HTTPQUEUE_URL", default=None,
+                      help="The API (default http://127.0.0.1:2356; HTTPQUEUE_URL).")
         @click.option("--token", envvar="HTTPQUEUE_TOKEN", default=None, help="Bearer token (HTTPQUEUE_TOKEN).")
         @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
         @functools.wraps(function)

@@ -14,7 +14,9 @@ from httpqueue.client.models import (
     BatchResult, Changed, Created, Event, Minute, Node, Options, Readiness, Schedule, Stats, Status, Task, TaskPage,
     TaskSpec, Topic, When,
 )
-from httpqueue.client.transport import DEFAULT_TIMEOUT, Endpoint, Retries, connection_failed, may_resend, read, request_args
+from httpqueue.client.transport import (
+    DEFAULT_TIMEOUT, Endpoint, Retries, connection_failed, may_resend, read, request_args,
+)
 from httpqueue.states import State
 
 T = t.TypeVar("T")
@@ -176,7 +178,8 @@ class Client:
         """One page of the topic's tasks that failed for good, newest first."""
         return self._send(calls.dead_letters(topic, cursor, limit))
 
-    def iter_dead_letters(self, topic: str, *, page_size: int = 200, max_pages: int | None = None) -> t.Iterator[Task]:
+    def iter_dead_letters(self, topic: str, *, page_size: int = 200,
+                          max_pages: int | None = None) -> t.Iterator[Task]:
         cursor: str | None = None
         pages = 0
         while max_pages is None or pages < max_pages:

@@ -48,7 +48,8 @@ def test_tasks_create_get_ls_history_delete(run: t.Callable[..., Result], topic:
     listed = as_json(run("tasks", "ls", "--topic", topic, "--json"))
     assert len(listed) == 2 and {x["content"] for x in listed if isinstance(x["content"], str)} == {"plain"}
     table = run("tasks", "ls", "--topic", topic, "--limit", "1").stdout.splitlines()
-    assert table[0].split() == ["ID", "TOPIC", "STATE", "DUE", "NEXT_ATTEMPT", "ATTEMPTS", "LAST_CODE"] and len(table) == 2
+    assert table[0].split() == ["ID", "TOPIC", "STATE", "DUE", "NEXT_ATTEMPT", "ATTEMPTS", "LAST_CODE"]
+    assert len(table) == 2
     assert [e["event"] for e in as_json(run("tasks", "history", created["id"], "--json"))] == ["created"]
     deleted = as_json(run("tasks", "delete", created["id"], "--json"))
     assert (deleted["state"], deleted["previous_state"]) == ("deleted", "scheduled")
