@@ -116,3 +116,17 @@ def test_two_exporters_share_the_work(clickhouse: LocalClickHouse, table: str, r
     drain(a, b)
     assert counts(clickhouse, table) == (80, 80, 80)
     assert a.stats.exported > 0 and b.stats.exported > 0 and a.stats.exported + b.stats.exported == 80
+
+
+def test_retention_drops_day_partitions_older_than_retention_days(clickhouse: LocalClickHouse, table: str,
+                                                                  rclient_store: StoreClient, keys: Keys) -> None:
+    old = ClickHouseSink(f"{clickhouse.url}?table={table}")
+    reader = GroupReader(rclient_store, keys, GROUP, "a")
+    reader.ensure_groups()
+    add_events(rclient_store, keys, 5)  # their times are in November 2025
+    old.write([e.event for e in reader.read_new(10) if e.event])
+    assert counts(clickhouse, table)[0] == 5
+    keeping = ClickHouseSink(f"{clickhouse.url}?table={table}&retention_days=30")
+    add_events(rclient_store, keys, 1)
+    keeping.write([e.event for e in reader.read_new(10) if e.event])  # the sweep runs after the insert
+    assert counts(clickhouse, table)[0] == 0

@@ -77,7 +77,7 @@ class ClickHouseSink:
             secure=parts.scheme == "clickhouses", connect_timeout=connect_timeout,
             send_receive_timeout=timeout, sync_request_timeout=timeout)
         self._prepared = False
-        self._swept_at = 0.0
+        self._swept_at: float | None = None  # never swept yet
         # the driver logs every failed connect with a traceback; the exporter reports outages itself, once a try
         logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
 
@@ -99,7 +99,8 @@ class ClickHouseSink:
 
     def _sweep(self) -> None:
         """Drop the day partitions past ``retention_days`` (ClickHouse 18.16 has no TTL), at most once an hour."""
-        if not self.retention_days or time.monotonic() - self._swept_at < RETENTION_CHECK:
+        if not self.retention_days or (self._swept_at is not None
+                                       and time.monotonic() - self._swept_at < RETENTION_CHECK):
             return
         self._swept_at = time.monotonic()
         oldest = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=self.retention_days)).strftime("%Y%m%d")
