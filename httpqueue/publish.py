@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import typing as t
 
 from httpqueue import events, rabbitmq
@@ -153,23 +154,31 @@ class Publisher:
 
         The wait is relative to the caller's clock (not an absolute ETA), so a
         promoter running on an injected clock in tests still publishes on time.
+        Each message's wait is worked out just before it is sent, from that
+        clock moved on by the real time spent publishing: on RabbitMQ, sending
+        a pass's messages (and declaring the delay levels, the first time)
+        can take seconds, which would otherwise make the last ones that late.
         """
         groups = group_dispatches(dispatches)
         if not groups:
             return 0
+        called = time.monotonic()
         build = native_delayed_message if self.native_delayed else celery_eta_message
-        sends: t.Sequence[rabbitmq.Send] = [self._send_of(group, build(group, clock_ms)) for group in groups]
-        if any("routing_key" in send for send in sends):
+        if self.native_delayed and any(group[0].due_ms - clock_ms >= 1000 for group in groups):
             rabbitmq.topology.ensure(self.app, QUEUE)
-        if len(sends) > 1 and rabbitmq.is_amqp(self.app.conf.broker_url or ""):
-            unconfirmed = rabbitmq.publish_confirmed_together(self.app, DELIVER_TASK, sends)
-            if unconfirmed:  # sent again one by one; a task whose message arrives twice is claimed once
-                events.emit("publish_retried", logging.WARNING, count=len(unconfirmed), of=len(sends))
-            sends = unconfirmed
-        if sends:
+
+        def send_of(group: t.Sequence[Dispatch]) -> rabbitmq.Send:
+            return self._send_of(group, build(group, clock_ms + int((time.monotonic() - called) * 1000)))
+
+        rest: t.Sequence[t.Sequence[Dispatch]] = groups
+        if len(groups) > 1 and rabbitmq.is_amqp(self.app.conf.broker_url or ""):
+            rest = rabbitmq.publish_confirmed_together(self.app, DELIVER_TASK, groups, send_of)
+            if rest:  # sent again one by one; a task whose message arrives twice is claimed once
+                events.emit("publish_retried", logging.WARNING, count=len(rest), of=len(groups))
+        if rest:
             with self.app.producer_or_acquire() as producer, producer.batch(PUBLISH_BATCH):
-                for send in sends:
-                    self.app.send_task(DELIVER_TASK, producer=producer, **send)
+                for group in rest:
+                    self.app.send_task(DELIVER_TASK, producer=producer, **send_of(group))
         return len(groups)
 
     def _send_of(self, group: t.Sequence[Dispatch], message: Message) -> dict[str, t.Any]:

@@ -230,16 +230,20 @@ class Confirms:
 Send = t.Mapping[str, t.Any]
 """The ``send_task`` keyword arguments of one message."""
 
+Item = t.TypeVar("Item")
 
-def publish_confirmed_together(app: t.Any, task_name: str, sends: t.Sequence[Send]) -> list[Send]:
-    """``app.send_task(task_name, **send)`` for each send, then wait for all their confirms at once.
 
-    Returns the sends whose confirm did not come (all of them if the channel
+def publish_confirmed_together(app: t.Any, task_name: str, items: t.Sequence[Item],
+                               send_of: t.Callable[[Item], Send]) -> list[Item]:
+    """``app.send_task(task_name, **send_of(item))`` for each item, then wait for all their confirms at once.
+
+    Returns the items whose confirm did not come (all of them if the channel
     could not be opened); the caller sends those again one at a time, with
     kombu's retries. No retry in here: kombu's would revive the producer on
     another channel and lose the count. A message sent again may then be in
     the queue twice; the store's claim takes the task once and refuses the
-    other copy.
+    other copy. ``send_of`` is called just before each send (a message's wait
+    is worked out then).
     """
     confirms: Confirms | None = None
     with app.producer_or_acquire() as pooled:
@@ -248,14 +252,14 @@ def publish_confirmed_together(app: t.Any, task_name: str, sends: t.Sequence[Sen
             channel = pooled.connection.channel()
             confirms = Confirms(channel)
             producer = app.amqp.Producer(channel, auto_declare=False)
-            for send in sends:
-                app.send_task(task_name, producer=producer, retry=False, **send)
-            confirms.wait(CONFIRM_TIMEOUT + CONFIRM_TIMEOUT_PER_MESSAGE * len(sends))
+            for item in items:
+                app.send_task(task_name, producer=producer, retry=False, **send_of(item))
+            confirms.wait(CONFIRM_TIMEOUT + CONFIRM_TIMEOUT_PER_MESSAGE * len(items))
             return []
         except Exception:  # noqa: BLE001 - whatever broke, the unconfirmed messages are sent again
             if confirms is None:
-                return list(sends)
-            return [send for tag, send in enumerate(sends, start=1) if not confirms.confirmed(tag)]
+                return list(items)
+            return [item for tag, item in enumerate(items, start=1) if not confirms.confirmed(tag)]
         finally:
             try:
                 if channel is not None:
