@@ -69,6 +69,12 @@ class Nginx:
         assert self.process.poll() is None, (self.folder / "error.log").read_text()
         return self
 
+    def upstream_errors(self) -> int:
+        """Lines of the error log about a node that refused, reset or timed out (nginx then tries the next)."""
+        log = self.folder / "error.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return sum(1 for line in text.splitlines() if "upstream" in line and "[error]" in line)
+
     def listening(self) -> bool:
         with socket.socket() as probe:
             return probe.connect_ex(("127.0.0.1", self.port)) == 0
