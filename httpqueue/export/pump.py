@@ -37,7 +37,7 @@ CLAIM_EVERY = 10.0
 """Seconds between two looks for entries a dead exporter left pending."""
 
 STATUS_EVERY = 5.0
-"""Seconds between two refreshes of the lag, pending and dropped counts."""
+"""Seconds between two refreshes of the lag, pending and dropped counts (and trims of what every sink has)."""
 
 
 @dataclasses.dataclass
@@ -158,6 +158,7 @@ class Pump:
         if self.clock() - self._status_at >= STATUS_EVERY:
             self._status_at = self.clock()
             try:
+                self.reader.trim_acknowledged()
                 self.stats.status = self.reader.status()
             except Exception:  # noqa: BLE001 - metrics must not stop the export
                 LOGGER.debug("export status of %s unavailable", self.sink.label, exc_info=True)

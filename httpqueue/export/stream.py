@@ -54,7 +54,9 @@ class GroupReader:
         self.group = group
         self.consumer = consumer
         self.claim_idle_ms = claim_idle_ms
-        self._read = client.register_script((resources.files("httpqueue.export") / "read.lua").read_text())
+        folder = resources.files("httpqueue.export")
+        self._read = client.register_script((folder / "read.lua").read_text())
+        self._trim = client.register_script((folder / "trim.lua").read_text())
 
     def ensure_groups(self) -> None:
         """Create the group on every shard's stream (from its first entry) unless it exists."""
@@ -113,6 +115,18 @@ class GroupReader:
         """Reset the idle time of entries still being retried, so no other exporter claims them meanwhile."""
         for shard, ids in _by_shard(entries).items():
             self.client.xclaim(self.keys.events(shard), self.group, self.consumer, 0, list(ids), justid=True)
+
+    def trim_acknowledged(self) -> int:
+        """Remove what every group (every sink) has acknowledged, in each shard; how many entries went.
+
+        Without it a stream always holds about ``export_max_events`` entries
+        (acknowledging does not delete); with it, about what the slowest sink
+        still lacks. A sink added later starts from what is left.
+        """
+        calls = ScriptCalls(self.client)
+        for shard in range(self.keys.shards):
+            calls.add(self._trim, [self.keys.events(shard)], [])
+        return sum(int(n) for n in calls.execute())
 
     def status(self) -> GroupStatus:
         """The group's lag, pending count and dropped total over all shards."""

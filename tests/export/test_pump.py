@@ -174,3 +174,23 @@ def test_events_trimmed_before_they_were_read_are_counted_once(rclient_store: St
     assert reader.status().dropped == 30
     add_events(rclient_store, keys, 5, shard=0, maxlen=20)   # nothing more is lost
     assert len(reader.read_new(400)) == 5 and reader.status().dropped == 30
+
+
+def test_what_every_sink_acknowledged_is_trimmed_and_nothing_else(rclient_store: StoreClient, keys: Keys) -> None:
+    fast = GroupReader(rclient_store, keys, "export:fast", "a")
+    slow = GroupReader(rclient_store, keys, "export:slow", "a")
+    fast.ensure_groups()
+    slow.ensure_groups()
+    add_events(rclient_store, keys, 400, shard=0)
+    fast.ack(fast.read_new(4 * 400))
+    held = slow.read_new(4 * 150)  # 150 handed to the slow sink, not acknowledged yet
+    assert len(held) == 150
+    fast.trim_acknowledged()
+    remaining = rclient_store.xrange(keys.events(0), "-", "+")
+    assert remaining[0][0] <= held[0].entry_id  # the slow sink's pending entries stay
+    slow.ack(held)
+    slow.ack(slow.read_new(4 * 400))
+    assert slow.trim_acknowledged() > 0
+    assert rclient_store.xlen(keys.events(0)) < 100  # '~': whole nodes only, the newest may stay
+    assert slow.status() == GroupStatus(lag=0, pending=0, dropped=0)
+    assert fast.status() == GroupStatus(lag=0, pending=0, dropped=0)
