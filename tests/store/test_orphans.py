@@ -86,3 +86,17 @@ def test_old_claims_are_trimmed_from_the_owned_set(fresh_store: TaskStore) -> No
     fresh_store.claim_many([(dispatch.task_id, dispatch.gen)], later, fresh_store.lease_ms, owner=DEAD)
     members = [str(m) for m in fresh_store.redis.zrange(fresh_store.keys.owned(shard, DEAD), 0, -1)]
     assert members == [dispatch.task_id]
+
+
+def test_a_promoter_pass_releases_and_reissues_in_the_same_pass(fresh_store: TaskStore) -> None:
+    """The promoter releases dead workers' attempts before its reclaim, so one pass hands them out again."""
+    from httpqueue.worker.promoter import Promoter
+
+    orphan = claimed_by(fresh_store, DEAD)
+    published: list[list[str]] = []
+    later = NOW + 7_000  # long before the lease runs out
+    promoter = Promoter(fresh_store, lambda dispatches, now: published.append([d.task_id for d in dispatches]),
+                        clock=lambda: later / 1000, reap=lambda now: fresh_store.release_orphans(DEAD, now))
+    report = promoter.run_pass()
+    assert (report.released, report.reclaimed) == (1, 1) and published == [[orphan]]
+    assert fresh_store.get(orphan).gen == 2
