@@ -12,7 +12,7 @@ Layers, lowest first (as Flask's ``config.py`` does it):
 4. explicit overrides (command-line options, a test's ``Settings.load(...)``).
 
 The configuration table of the docs is generated from the declaration
-(``python -m httpqueue.config``) and a test checks the README against it, so
+(``python -m httpqueue.config --write``) and a test checks docs/configuration.rst against it, so
 the documentation cannot drift from the code. This module imports nothing of
 httpqueue: everything else may depend on it.
 """
@@ -384,8 +384,12 @@ TABLE_START = ".. config-table-start"
 TABLE_END = ".. config-table-end"
 
 
+CONFIGURATION_PAGE = "docs/configuration.rst"
+"""The documentation page that holds the table between the markers (``python -m httpqueue.config --write``)."""
+
+
 def rst_table() -> str:
-    """The configuration table as reST, for the README (``python -m httpqueue.config``)."""
+    """The configuration table as reST, for the documentation (``python -m httpqueue.config``)."""
     rows = [".. list-table::", "   :header-rows: 1", "", "   * - Environment variable", "     - Default", "     - Meaning"]
     for s in SETTINGS:
         default = s.default if s.default != "" else "(empty)"
@@ -393,9 +397,9 @@ def rst_table() -> str:
     return "\n".join(rows)
 
 
-def readme_with_table(readme: str) -> str:
-    """``readme`` with the text between the table markers replaced by :func:`rst_table`."""
-    head, _, rest = readme.partition(TABLE_START)
+def with_table(page: str) -> str:
+    """``page`` with the text between the table markers replaced by :func:`rst_table`."""
+    head, _, rest = page.partition(TABLE_START)
     _, _, tail = rest.partition(TABLE_END)
     return f"{head}{TABLE_START}\n\n{rst_table()}\n\n{TABLE_END}{tail}"
 
@@ -404,9 +408,9 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["--write"]:
-        with open("README.rst", encoding="utf-8") as handle:
-            text = readme_with_table(handle.read())
-        with open("README.rst", "w", encoding="utf-8") as handle:
+        with open(CONFIGURATION_PAGE, encoding="utf-8") as handle:
+            text = with_table(handle.read())
+        with open(CONFIGURATION_PAGE, "w", encoding="utf-8") as handle:
             handle.write(text)
     else:
         print(rst_table())

@@ -1,4 +1,4 @@
-"""Unit tests of pure functions: judging answers, config layers, keys, the README table."""
+"""Unit tests of pure functions: judging answers, config layers, keys, the documented configuration table."""
 from __future__ import annotations
 
 import json
@@ -79,9 +79,10 @@ def test_tuple_settings_split_on_commas() -> None:
     assert s.callback_allow == ("127.0.0.0/8", "::1")
 
 
-def test_readme_configuration_table_is_current() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.rst").read_text()
-    assert config.readme_with_table(readme) == readme, "run: python -m httpqueue.config --write"
+def test_documented_configuration_table_is_current() -> None:
+    page = (Path(__file__).resolve().parents[2] / config.CONFIGURATION_PAGE).read_text()
+    assert config.TABLE_START in page and config.TABLE_END in page
+    assert config.with_table(page) == page, "run: python -m httpqueue.config --write"
 
 
 def test_keys_of_one_task_share_a_hash_tag() -> None:
@@ -108,7 +109,7 @@ def test_readme_is_valid_restructuredtext() -> None:
 
     warnings = io.StringIO()
     docutils.core.publish_string((Path(__file__).resolve().parents[2] / "README.rst").read_text(),
-                                 writer="null",
+                                 writer_name="null",
                                  settings_overrides={"report_level": 2, "halt_level": 5, "warning_stream": warnings})
     assert warnings.getvalue() == ""
 
