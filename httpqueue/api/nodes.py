@@ -26,7 +26,8 @@ class NodeSchema(Schema):
     version = fields.String()
     started = fields.Float(metadata={"description": "Start time, epoch seconds."})
     last_seen = fields.Float(metadata={"description": "Time of the last heartbeat, epoch seconds."})
-    load_figure = fields.Float(data_key="load", attribute="load", metadata={"description": "Requests per second (API) or attempts in flight (worker)."})
+    load_figure = fields.Float(data_key="load", attribute="load", metadata={
+        "description": "Requests per second (API) or attempts in flight (worker)."})
 
 
 class NodeListSchema(Schema):

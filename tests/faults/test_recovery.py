@@ -1,4 +1,4 @@
-"""Recovery in seconds: a killed worker's attempts are re-issued when its heartbeat stops, not when their lease runs out.
+"""Recovery in seconds: a killed worker's attempts are re-issued when its heartbeat stops, not when its lease runs out.
 
 With the default timings (heartbeat 1 s, gone after 6 s, lease 30 s, callback
 timeout 10 s) a worker killed with -9 while it holds attempts in flight: the

@@ -134,15 +134,28 @@ class TaskLifecycle(RuleBasedStateMachine):
         ids = [i for i, (st_, _) in self.states().items() if st_ in states] if likely else []
         return data.draw(st.sampled_from(ids or self.ids)) if ids or self.ids else None
 
-    @rule(data=st.data(), likely=st.booleans(), skew=st.sampled_from([0, 0, 0, -1, 1]))
-    def claim(self, data: st.DataObject, likely: bool, skew: int) -> None:
+    @rule(data=st.data(), likely=st.booleans(), skew=st.sampled_from([0, 0, 0, -1, 1]),
+          owner=st.sampled_from(["", "w1", "w2"]))
+    def claim(self, data: st.DataObject, likely: bool, skew: int, owner: str) -> None:
         """A delivery message arrives: of the current generation (skew 0), or a stale or unknown one."""
         task_id = self.pick(data, {State.QUEUED}, likely)
         if task_id is None:
             return
         state = self.client.hget(self.keys.task(task_id), "st")
-        record = self.store.claim(task_id, self.gen_of(task_id) + skew, self.now, 6_000)
-        assert (record is not None) == (state == State.QUEUED and skew == 0)
+        claimed = self.store.claim_many([(task_id, self.gen_of(task_id) + skew)], self.now, 6_000, owner=owner)
+        assert bool(claimed) == (state == State.QUEUED and skew == 0)
+
+    @rule(owner=st.sampled_from(["w1", "w2"]))
+    def worker_dies(self, owner: str) -> None:
+        """A worker's heartbeat stops: its attempts still delivering become due for reclaim, nothing else moves."""
+        inflight = {s: dict(self.client.zrange(self.keys.inflight(s), 0, -1, withscores=True)) for s in range(SHARDS)}
+        released = self.store.release_orphans(owner, self.now)
+        after = {s: self.client.zrange(self.keys.inflight(s), 0, -1, withscores=True) for s in range(SHARDS)}
+        changed = {task_id for s, entries in after.items() for task_id, score in entries
+                   if inflight[s].get(task_id) != score}
+        assert len(changed) <= released
+        for task_id in changed:
+            assert self.client.hmget(self.keys.task(task_id), "st", "ow") == [State.DELIVERING, owner]
 
     @rule(data=st.data(), likely=st.booleans(), outcome=OUTCOMES,
           skew=st.sampled_from([0, 0, 0, -1]), wait=st.sampled_from([0, 1_000, 30_000]), slot=st.booleans())
