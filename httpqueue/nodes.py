@@ -29,10 +29,21 @@ its own heartbeat has been succeeding for a whole :data:`HEARTBEAT_TTL` (after a
 Redis outage every worker first gets the chance to beat again), and never its
 own incarnation.
 
+An API node is registered per *serving process* (each granian or gunicorn
+worker process), not per ``httpqueue api`` command: each process counts its own
+requests and has its own pid, a process the server replaces shows up as one
+leaving and one arriving, and no process has to gather figures from the
+others. They share the node's ``name`` (its listen address), which is how the
+dashboard and ``GET /v1/nodes`` group them. A worker is one entry: its main
+process beats, and its pool processes claim under its incarnation.
+
 The backend is a small interface (:class:`Registry`) with one implementation on
 the task store's Redis (:class:`RedisRegistry`, one hash tag of its own, so it
-works on a Redis Cluster); a backend on etcd leases would implement the same
-five methods.
+works on a Redis Cluster). A backend on etcd would implement the same five
+methods: :meth:`~Registry.beat` puts the description under a lease it keeps
+alive; since etcd deletes a key whose lease ran out, a worker also writes a
+second key without a lease, and :meth:`~Registry.departed` lists those whose
+leased key is gone (:meth:`~Registry.remove` deletes both).
 """
 from __future__ import annotations
 

@@ -100,3 +100,19 @@ def test_a_promoter_pass_releases_and_reissues_in_the_same_pass(fresh_store: Tas
     report = promoter.run_pass()
     assert (report.released, report.reclaimed) == (1, 1) and published == [[orphan]]
     assert fresh_store.get(orphan).gen == 2
+
+
+def test_the_node_registry_works_on_this_store(fresh_store: TaskStore) -> None:
+    """The registry's scripts touch one slot (its own hash tag), so they run on a Redis Cluster as well."""
+    from httpqueue import nodes
+
+    registry = nodes.RedisRegistry(fresh_store.redis, fresh_store.keys)
+    gone = nodes.new_identity(nodes.Role.WORKER, "gone@host")
+    alive = nodes.new_identity(nodes.Role.API, "127.0.0.1:1")
+    registry.beat(gone, 2, ttl=-1)  # expired as soon as written
+    registry.beat(alive, 5.5, ttl=30)
+    assert [(n.identity, n.load) for n in registry.live()] == [(alive, 5.5)]
+    assert registry.departed(nodes.Role.WORKER) == [gone.incarnation]
+    registry.remove(nodes.Role.WORKER, gone.incarnation)
+    registry.leave(alive)
+    assert registry.live() == [] and registry.departed(nodes.Role.WORKER) == []
