@@ -227,6 +227,14 @@ class Settings:
     export_metrics_port: int = _setting(0,
         "Port on which `httpqueue export` serves its Prometheus metrics on loopback (0: off).")
 
+    # -- etcd (cluster-wide settings)
+    etcd_endpoints: tuple[str, ...] = _setting((),
+        "etcd client URLs (comma-separated, e.g. `http://10.0.0.1:2379,http://10.0.0.2:2379`). Set: topic settings, schedules and the callback allow-list live in etcd, every node watches them, and cron ticks and the node registry use it; empty: all of it stays in Redis.")
+    etcd_prefix: str = _setting("/httpqueue/",
+        "Prefix of every etcd key httpqueue writes (deployments sharing one etcd cluster need different ones).")
+    etcd_timeout: float = _setting(2.0,
+        "Seconds one etcd request may take before the next endpoint is tried.")
+
     @classmethod
     def load(cls, overrides: t.Mapping[str, t.Any] | None = None,
              environ: t.Mapping[str, str] | None = None) -> Settings:
@@ -277,6 +285,11 @@ class Settings:
             raise ConfigError("log_format must be text or json")
         for secret in self.signing_secrets:
             parse_secret(secret)
+        for endpoint in self.etcd_endpoints:
+            if not endpoint.startswith(("http://", "https://")):
+                raise ConfigError(f"each HTTPQUEUE_ETCD_ENDPOINTS entry must be an http:// or https:// URL, not {endpoint!r}")
+        if self.etcd_endpoints and not (self.etcd_prefix.startswith("/") and self.etcd_prefix.endswith("/")):
+            raise ConfigError("etcd_prefix must start and end with / (e.g. /httpqueue/)")
 
     def _validate_unacked_hold(self) -> None:
         """RabbitMQ closes a channel whose message stays unacknowledged past ``consumer_timeout``.

@@ -17,6 +17,7 @@ from httpqueue.config import Settings
 from httpqueue.connections import check_broker, redis_client
 from httpqueue.delivery.signing import WebhookSigner
 from httpqueue.delivery.ssrf import CallbackPolicy
+from httpqueue.etcd import EtcdCluster
 from httpqueue.store.keys import Keys
 from httpqueue.store.schedules import ScheduleStore
 from httpqueue.store.series import Series
@@ -69,11 +70,26 @@ class Context:
         self.series = Series(self.store)
         """Per-minute delivery statistics (the dashboard's charts)."""
         self.callback_policy = CallbackPolicy.from_strings(settings.callback_allow)
-        """Where callbacks may go despite the SSRF guard (``callback_allow``)."""
+        """Where callbacks may go despite the SSRF guard (``callback_allow``, or etcd's allow-list)."""
+        self.cluster: EtcdCluster | None = None
+        """With ``etcd_endpoints``: the cluster-wide settings in etcd, watched (see :mod:`httpqueue.etcd`)."""
+        if s.etcd_endpoints:
+            self.cluster = EtcdCluster(settings, self.store, self._allow)
+            self.topics, self.schedules = self.cluster.topics, self.cluster.schedules
+            self.cluster.start()
         self.signer = WebhookSigner(list(settings.signing_secrets)) if settings.signing_secrets else None
         """Signs callbacks (Standard Webhooks) when ``signing_secrets`` are set."""
         if s.export_max_events:
             _enable_export(client, self.keys, s.export_max_events)
+
+
+    def _allow(self, allowed: tuple[str, ...] | None) -> None:
+        """Take etcd's callback allow-list (None: this node's own ``callback_allow`` again)."""
+        self.callback_policy = CallbackPolicy.from_strings(self.settings.callback_allow if allowed is None else allowed)
+
+    def warnings(self) -> tuple[str, ...]:
+        """What this process runs without (etcd unreachable), for ``/ready`` and ``/status``."""
+        return self.cluster.warnings() if self.cluster else ()
 
 
 def _enable_export(client: t.Any, keys: Keys, max_events: int) -> None:

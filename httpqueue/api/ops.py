@@ -8,6 +8,7 @@ API still stores tasks, so creates keep answering, but they carry a
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import typing as t
 
@@ -91,9 +92,12 @@ def _report() -> checks.Report:
     store.ping()
     broker_reachable(current_app.extensions[BROKER_KEY])
     try:
-        return checks.check(store.redis, ctx().keys)
+        report = checks.check(store.redis, ctx().keys)
     except redis.RedisError as exc:
         raise StoreUnavailable(f"the task store (Redis) is unavailable: {exc}") from exc
+    if ctx().warnings():  # etcd away: settings are last-known, delivery goes on, so a warning, not a problem
+        report = dataclasses.replace(report, warnings=(*report.warnings, *ctx().warnings()))
+    return report
 
 
 def broker_reachable(celery_app: t.Any, timeout: float = 2.0) -> None:

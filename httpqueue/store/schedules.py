@@ -79,9 +79,24 @@ class Schedule:
     created_ms: int = 0
     last_tick_ms: int | None = None
     last_task_id: str | None = None
+    revision: int = 0  # the etcd revision this definition was mirrored from (0: kept in Redis only)
+
+    def definition(self) -> dict[str, t.Any]:
+        """What etcd keeps of it: everything but what ticking records and the revision etcd gives it."""
+        doc = dataclasses.asdict(self)
+        for name in ("last_tick_ms", "last_task_id", "revision"):
+            doc.pop(name)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: t.Mapping[str, t.Any]) -> Schedule:
+        """From a stored document; fields this version does not know are ignored (a newer node wrote them)."""
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
 
     def to_api(self, next_ms: int | None) -> dict[str, t.Any]:
-        return {**dataclasses.asdict(self), "next_tick_ms": None if self.paused else next_ms}
+        doc = dataclasses.asdict(self)
+        doc.pop("revision")
+        return {**doc, "next_tick_ms": None if self.paused else next_ms}
 
 
 class ScheduleStore:
@@ -90,7 +105,7 @@ class ScheduleStore:
     def __init__(self, store: TaskStore) -> None:
         self.redis = store.redis
         self.defs, self.next = store.keys.schedule_defs(), store.keys.schedule_next()
-        self._scripts = scripts.register(self.redis, "advance")
+        self._scripts = scripts.register(self.redis, "advance", "mirror_schedule")
 
     @translate_errors
     def save(self, schedule: Schedule, now_ms: int) -> int:
@@ -112,7 +127,7 @@ class ScheduleStore:
         if raw is None:
             raise ScheduleNotFound(f"no schedule with id {schedule_id}")
         score = self.redis.zscore(self.next, schedule_id)
-        return Schedule(**json.loads(raw)), None if score is None else int(score)
+        return Schedule.from_doc(json.loads(raw)), None if score is None else int(score)
 
     @translate_errors
     def all(self) -> list[tuple[Schedule, int | None]]:
@@ -120,7 +135,7 @@ class ScheduleStore:
         raw = t.cast(dict[str, str], self.redis.hgetall(self.defs))
         ticks = t.cast(list[tuple[str, float]], self.redis.zrange(self.next, 0, -1, withscores=True))
         scores = dict(ticks)
-        return [(Schedule(**json.loads(doc)), int(scores[i]) if i in scores else None)
+        return [(Schedule.from_doc(json.loads(doc)), int(scores[i]) if i in scores else None)
                 for i, doc in sorted(raw.items())]
 
     @translate_errors
@@ -137,6 +152,32 @@ class ScheduleStore:
         schedule.paused = paused
         nxt = self.save(schedule, now_ms)  # resume recomputes the next tick from now
         return schedule, None if paused else nxt
+
+    @translate_errors
+    def mirror(self, schedule_id: str, definition: t.Mapping[str, t.Any] | None, revision: int, now_ms: int) -> bool:
+        """Copy a schedule as etcd held it at ``revision`` (None: deleted) into Redis, for the ticker.
+
+        Any node may call this for any etcd event, in any order: a write older
+        than what Redis holds is dropped (``mirror_schedule.lua``). The ticks
+        recorded so far are kept. False: a later revision was there.
+        """
+        if definition is None:
+            return bool(self._scripts["mirror_schedule"](keys=[self.defs, self.next],
+                                                        args=[schedule_id, revision, "", ""]))
+        schedule = Schedule.from_doc({**definition, "id": schedule_id, "revision": revision})
+        raw = self.redis.hget(self.defs, schedule_id)
+        if raw is not None:
+            before = Schedule.from_doc(json.loads(raw))
+            schedule.last_tick_ms, schedule.last_task_id = before.last_tick_ms, before.last_task_id
+        nxt = "" if schedule.paused else next_tick_ms(schedule.cron, schedule.timezone, now_ms)
+        return bool(self._scripts["mirror_schedule"](
+            keys=[self.defs, self.next], args=[schedule_id, revision, json.dumps(dataclasses.asdict(schedule)), nxt]))
+
+    @translate_errors
+    def mirrored(self) -> list[str]:
+        """Ids of the schedules that came from etcd (the others were made in Redis-only mode)."""
+        raw = t.cast(dict[str, str], self.redis.hgetall(self.defs))
+        return sorted(i for i, doc in raw.items() if json.loads(doc).get("revision"))
 
     @translate_errors
     def due(self, now_ms: int) -> list[tuple[Schedule, int]]:

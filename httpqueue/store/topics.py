@@ -25,6 +25,7 @@ and reuse delete and requeue, so those state changes stay in one place.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing as t
 from urllib.parse import urlsplit
 
@@ -70,6 +71,35 @@ class Admission:
 
 
 @dataclasses.dataclass(frozen=True)
+class TopicSettings:
+    """A topic's settings as one document: what etcd holds per topic when it is configured.
+
+    Without etcd the same settings are fields of the topic's Redis hash, changed
+    one at a time; with it, the document is the unit of a compare-and-swap, and
+    :meth:`TopicControls.mirror` copies it into that hash for ``admit.lua``.
+    """
+
+    paused: bool = False
+    rate_limit: float | None = None
+    concurrency: int | None = None
+    failure_callback: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TopicSettings:
+        """From :meth:`to_json`; fields this version does not know are ignored (a newer node wrote them)."""
+        doc = json.loads(text)
+        return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
+
+    def hash_fields(self) -> list[str]:
+        """paused, rate, conc, fcb as ``mirror_topic.lua`` takes them ('' clears one)."""
+        return ["1" if self.paused else "0", *("" if v is None else str(v)
+                                                for v in (self.rate_limit, self.concurrency, self.failure_callback))]
+
+
+@dataclasses.dataclass(frozen=True)
 class Circuit:
     """The breaker of one callback host of a topic."""
 
@@ -92,7 +122,7 @@ class TopicControls:
         self.redis = store.redis
         self.keys = store.keys
         self.settings = settings
-        self._scripts = scripts.register(self.redis, "admit", "finish", "unhold")
+        self._scripts = scripts.register(self.redis, "admit", "finish", "unhold", "mirror_topic")
 
     # -- the delivery path
 
@@ -176,6 +206,27 @@ class TopicControls:
     def resume(self, topic: str) -> int:
         """Let ``topic`` fire again; its held tasks go back to the timer. Returns how many."""
         self.redis.hset(self.keys.for_topic(topic).config, "paused", "0")
+        return self.unhold(topic)
+
+    @translate_errors
+    def mirror(self, topic: str, settings: TopicSettings, revision: int) -> int:
+        """Copy ``topic``'s settings as etcd held them at ``revision`` into its Redis hash.
+
+        Any node may call this for any etcd event, in any order: a write older
+        than what the hash holds is dropped (``mirror_topic.lua``). The node
+        whose write resumed the topic puts its held tasks back in the timer;
+        returns how many it moved.
+        """
+        k = self.keys.for_topic(topic)
+        resumed = self._scripts["mirror_topic"](keys=[k.config], args=[revision, topic, *settings.hash_fields()])
+        if int(resumed) < 0:
+            return 0
+        self.redis.sadd(self.keys.topics(), topic)
+        return self.unhold(topic) if int(resumed) == 1 else 0
+
+    @translate_errors
+    def unhold(self, topic: str) -> int:
+        """Put the held tasks of ``topic`` back in the timer, a batch at a time; returns how many."""
         moved = 0
         for shard in range(self.keys.shards):
             offset = 0
