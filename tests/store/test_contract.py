@@ -21,6 +21,7 @@ from httpqueue.context import Context
 from httpqueue.states import Outcome
 from httpqueue.store import NewTask, ScriptCalls, TaskKeys, scripts
 from httpqueue.store.schedules import Schedule
+from httpqueue.store.topics import TopicSettings
 from tests.support.store import HOUR_MS, NOWHERE, delivering, parked, queued, settled
 
 NOW = 1_750_000_000_000
@@ -209,6 +210,9 @@ def exercise(context: Context) -> None:
     schedule = Schedule("s", "* * * * *", "UTC", {"topic": "t", "callback": NOWHERE})
     tick = context.schedules.save(schedule, NOW)
     context.schedules.advance(schedule, tick, "s@1", NOW)
+    topics.mirror("t", TopicSettings(paused=False, rate_limit=2.0), 7)  # what an etcd watch copies (etcd mode)
+    context.schedules.mirror("m", schedule.definition(), 7, NOW)
+    context.schedules.mirror("m", None, 8, NOW)
 
 
 def test_every_call_sends_the_documented_keys_and_argv(recorded: tuple[Context, dict[str, Recorder]]) -> None:
