@@ -35,7 +35,7 @@ class NodeListSchema(Schema):
     counts = fields.Dict(keys=fields.String(), values=fields.Integer(),
                          metadata={"description": "Live nodes per role."})
     heartbeat_ttl = fields.Float(metadata={"description": "Seconds without a heartbeat after which a node is gone "
-                                                          "(and a worker's attempts are re-issued)."})
+                                                          "(and a worker's attempts are handed out again)."})
 
 
 blp = ApiBlueprint("nodes", __name__, url_prefix="/v1/nodes", description="Live API processes and workers")

@@ -74,7 +74,6 @@ def test_kill_9_worker_holding_attempts_recovers_within_seconds(service: Service
 
     wait_until(heir_steady, 30, "the heir's heartbeat steady", interval=0.2)
     victim_node = next(n for n in registry.live() if n.identity.name == "recovery-victim@localhost")
-    assert victim_node.load == TASKS  # its load figure: the attempts in flight
 
     victim.kill9()
     killed_at = time.time()

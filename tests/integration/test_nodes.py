@@ -12,6 +12,7 @@ from httpqueue.config import Settings
 from httpqueue.embedded import free_port
 from httpqueue.store.keys import Keys
 from tests.support.processes import start_api, start_worker, wait_until
+from tests.support.receiver import Answer, Receiver
 
 
 def registry(rclient: redis.Redis) -> nodes.RedisRegistry:
@@ -132,3 +133,32 @@ def test_a_worker_stopped_cleanly_leaves_at_once(env: dict[str, str], settings: 
     # gone at once (the clean stop removed it), not a ttl later, and not left for a promoter to release
     assert name not in {n.identity.name for n in reg.live()}
     assert node.identity.incarnation not in reg.departed(nodes.Role.WORKER)
+
+
+def test_a_workers_load_figure_counts_its_attempts_in_flight(env: dict[str, str], settings: Settings,
+                                                            rclient: redis.Redis, topic: str) -> None:
+    """Summed over its pool processes (they share their metrics: see tests/unit/test_metrics_dir.py)."""
+    held = Receiver().start()
+    held.script("/held", *[Answer(delay=20.0) for _ in range(3)])
+    proc = start_worker(env, "nodes-busy", rclient)
+    try:
+        url = f"http://127.0.0.1:{free_port()}"
+        api = start_api(env, int(url.rsplit(":", 1)[1]), name="api-nodes-busy")
+        try:
+            for _ in range(3):
+                created = requests.post(f"{url}/v1/tasks", timeout=10, json={
+                    "topic": topic, "delay": 0, "timeout": 30, "callback": held.url("/held")})
+                assert created.status_code == 201, created.text
+        finally:
+            api.stop()
+        held.wait_for(lambda reqs: len(reqs) >= 3, timeout=20)
+        reg = nodes.RedisRegistry(rclient, Keys(settings.key_prefix))
+
+        def busy() -> float | None:
+            found = [n.load for n in reg.live() if n.identity.name == "nodes-busy@localhost"]
+            return found[0] if found and found[0] else None
+
+        assert wait_until(busy, 8, "the worker's load figure above 0", interval=0.2) == 3
+    finally:
+        proc.kill9()
+        held.stop()
