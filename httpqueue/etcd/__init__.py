@@ -41,7 +41,6 @@ class EtcdCluster:
 
     def stop(self) -> None:
         self.mirror.stop()
-        self.client.close()
 
     def warnings(self) -> tuple[str, ...]:
         """For ``/ready`` and ``/status``: why this process runs on last-known settings, if it does."""

@@ -100,6 +100,8 @@ class SettingsMirror:
                 if not self.revision:
                     self.sync()
                 for _, changes in self.client.watch(self.keys.settings, self.revision + 1, stop):
+                    if stop.is_set():
+                        return
                     self._mark(True)
                     for kv in changes:
                         self.apply(kv)
@@ -129,9 +131,12 @@ class SettingsMirror:
         return self
 
     def stop(self) -> None:
+        """Stop applying changes at once; the daemon thread ends with its watch's next message or timeout.
+
+        Not joined: a watch blocks in a read that neither closing the client nor
+        the stop flag interrupts, and nothing is applied after the flag is set.
+        """
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.client.timeout + 1)
 
     # -- status
 
