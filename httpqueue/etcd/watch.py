@@ -17,13 +17,12 @@ still created and delivered).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
 import typing as t
-
-from prometheus_client import Gauge
 
 from httpqueue.etcd.client import Compacted, EtcdClient, EtcdUnavailable, KeyValue, WatchBroken
 from httpqueue.etcd.keys import EtcdKeys, Kind
@@ -33,8 +32,20 @@ from httpqueue.store.topics import TopicControls, TopicSettings
 
 log = logging.getLogger("httpqueue.etcd")
 
-ETCD_UP = Gauge("httpqueue_etcd_up", "1 while this process follows the cluster-wide settings in etcd; 0 while "
-                "etcd is unreachable and it runs on the last-known ones.", multiprocess_mode="livemin")
+
+
+@functools.cache
+def etcd_up() -> t.Any:
+    """The ``httpqueue_etcd_up`` gauge, made on first use.
+
+    Not at import: prometheus_client chooses where values live (this process,
+    or the multiprocess directory) when it is first imported, and the CLI
+    imports this module before it has chosen the directory.
+    """
+    from prometheus_client import Gauge
+
+    return Gauge("httpqueue_etcd_up", "1 while this process follows the cluster-wide settings in etcd; 0 while "
+                 "etcd is unreachable and it runs on the last-known ones.", multiprocess_mode="livemin")
 
 RETRY_PAUSE = 0.5
 """Seconds between two tries to reach etcd (or Redis, to copy a change) again."""
@@ -144,7 +155,7 @@ class SettingsMirror:
         if up == self.up:
             return
         self.up = up
-        ETCD_UP.set(1 if up else 0)
+        etcd_up().set(1 if up else 0)
         if up:
             if self.down_since is not None:
                 log.warning("etcd reachable again after %.1f s: following its settings", time.time() - self.down_since)
