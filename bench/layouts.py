@@ -28,7 +28,7 @@ Layouts (each keeps the timer: a sorted set per shard, member = task id):
 * ``short-id``: today's fields, an 18-character id (13 random bytes, 104
   bits): the key ``hq:{s}:t:<id>`` is then 28 characters, and its string fits
   the allocator's 32-byte class instead of 48;
-* ``short-id-no-st-due``: both;
+* ``short-id-no-st-due``: both; ``short-id-no-st-due-cr``: and without ``cr``;
 * ``hour-lists``: today's hash, but the timer as one list of ids per shard
   and due hour (``hq:{s}:tl:<hour>``) plus a sorted set of the hours,
   instead of one sorted-set entry per task;
@@ -54,7 +54,7 @@ from httpqueue.store.keys import Keys
 DAY_MS = 86_400_000
 NOW_MS = 1_795_663_643_002
 LAYOUTS = ("today", "no-st", "no-st-due", "no-st-due-cr", "binary-id", "string", "short-id", "short-id-no-st-due",
-           "hour-lists", "short-id-no-st-due-lists")
+           "short-id-no-st-due-cr", "hour-lists", "short-id-no-st-due-lists")
 
 
 def task_fields(n: int, due: int) -> dict[str, str]:

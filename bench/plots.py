@@ -7,8 +7,8 @@ no display needed. Three files:
 
 * ``scale-memory.png``: Redis bytes per pending task against the backlog, split
   by kind of key, one panel per store kind, the 300-byte goal as a line;
-* ``scale-rates.png``: create, batch and promote rates, Redis's own time per
-  call and the idle promoter pass, each as a ratio to the control measured
+* ``scale-rates.png``: create, batch and promote rates, Redis's CPU time per
+  task and the idle promoter pass, each as a ratio to the control measured
   alongside (a standalone Redis with 10^4 tasks; flat = no cost of the
   backlog), and the worker's RSS;
 * ``scale-nodes.png``: create and delivery throughput per worker and API node count.
@@ -28,9 +28,9 @@ PARTS = (("task_hash", "task hash"), ("timer", "timer entry"), ("keyspace_table"
          ("stats", "stats"), ("other", "other"))
 RATES = (("create_single_per_s", "single creates/s"), ("create_batch_per_s", "batch tasks/s"),
          ("promote_per_s", "promoted tasks/s"))
-REDIS_TIMES = (("create_single_redis_us", "Redis us per single create"),
-               ("create_batch_redis_us", "Redis us per batch task"),
-               ("promote_redis_us", "Redis us per promoted task"), ("idle_pass_ms", "idle promoter pass"))
+REDIS_TIMES = (("create_single_redis_cpu_us", "Redis CPU per single create"),
+               ("create_batch_redis_cpu_us", "Redis CPU per batch task"),
+               ("promote_redis_cpu_us", "Redis CPU per promoted task"), ("idle_pass_ms", "idle promoter pass"))
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
 
 Line = dict[str, t.Any]
@@ -129,7 +129,7 @@ def _rates(lines: t.Sequence[Line], path: Path) -> Path:
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_ylabel(ylabel)
     axes[0].set_title("create and promote rates, ratio to the control", fontsize=10)
-    axes[1].set_title("Redis time per call and idle pass, ratio to the control", fontsize=10)
+    axes[1].set_title("Redis CPU per task and idle pass, ratio to the control", fontsize=10)
     axes[2].set_title("worker RSS (main + pool processes)", fontsize=10)
     axes[2].set_ylabel("MiB")
     axes[2].set_ylim(bottom=0)
