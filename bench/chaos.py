@@ -75,6 +75,8 @@ class Interrupts:
 
     def _handle(self, signum: int, frame: t.Any) -> None:
         if self.soft.is_set():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stopping that follows is not interrupted
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             raise KeyboardInterrupt
         print(f"[chaos] signal {signum}: ending the load, then draining and counting", file=sys.stderr, flush=True)
         self.soft.set()
@@ -227,6 +229,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         log(f"starting 3 API nodes, 3 workers and nginx (logs: test-artifacts/chaos{stamp}-*.log, data: {tmp})")
         nodes.start()
         clients = Clients(nodes.url, receiver.url(PATH), args.rate, args.delete_share)
+        stoppers.append(clients.abort)
         killer = Killer(nodes, args.kill_every, faults)
         seconds = args.minutes * 60
         stop_faults = threading.Event()
@@ -284,7 +287,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         for stopper in reversed(stoppers):
             try:
                 stopper()
-            except Exception as exc:  # keep stopping the rest
+            except BaseException as exc:  # keep stopping the rest
                 log(f"stopping: {exc!r}")
     ok = bool(figures) and not (figures["lost"] or figures["fired_after_delete"] or figures["double_key"])
     summary = {

@@ -95,6 +95,13 @@ class Clients:
             self.deletes_ready.notify_all()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def abort(self) -> None:
+        """Stop at once: retries end at their next turn, queued requests are dropped."""
+        self.give_up.set()
+        with self.deletes_ready:
+            self.deletes_ready.notify_all()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
     def _create(self, key: str) -> None:
         delay = round(random.uniform(*DELAYS), 3)
         body = {"topic": "chaos", "delay": delay, "retry": RETRY,
