@@ -32,6 +32,7 @@ import time
 import typing as t
 from urllib.parse import urlsplit
 
+from celery.utils.quorum_queues import detect_quorum_queues
 from kombu.transport.native_delayed_delivery import (
     MAX_LEVEL,
     bind_queue_to_native_delayed_delivery_exchange,
@@ -118,8 +119,6 @@ def native_delayed(app: t.Any) -> bool:
     step make (``celery.utils.quorum_queues.detect_quorum_queues``), read from
     the configuration only, so it opens no connection.
     """
-    from celery.utils.quorum_queues import detect_quorum_queues
-
     if not is_amqp(app.conf.broker_url or ""):
         return False
     return detect_quorum_queues(app, "amqp")[0]
@@ -140,8 +139,14 @@ class Topology:
     def __init__(self) -> None:
         self._ready: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._renew_lock)
+
+    def _renew_lock(self) -> None:
+        """A prefork child forked while the promoter declared (about a second) must not inherit the lock held."""
+        self._lock = threading.Lock()
 
     def ensure(self, app: t.Any, queue_name: str) -> None:
+        """Declare the delay levels and the queue's bindings unless this process already did."""
         key = (os.getpid(), queue_name)
         if key in self._ready:
             return
