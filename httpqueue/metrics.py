@@ -19,6 +19,7 @@ labels are capped at :data:`MAX_TOPICS` distinct values per process (then
 """
 from __future__ import annotations
 
+import glob
 import os
 import threading
 import time
@@ -195,6 +196,7 @@ def attempts_in_flight() -> float:
     """
     if not os.environ.get(ENV):
         return float(IN_FLIGHT._value.get())
+    _forget_dead_processes(os.environ[ENV])
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     for metric in registry.collect():
@@ -216,6 +218,24 @@ def exposition(ctx: t.Any | None = None) -> tuple[bytes, str]:
         store_registry.register(StoreCollector(ctx))
         body += generate_latest(store_registry)
     return body, CONTENT_TYPE_LATEST
+
+
+def _forget_dead_processes(folder: str) -> None:
+    """Drop the live gauges of processes that are gone (a pool process killed -9 never said so).
+
+    Its last value would otherwise count for ever: attempts it had in flight
+    were released with it, and are counted again by whoever took them over.
+    """
+    for path in glob.glob(os.path.join(folder, "gauge_live*_*.db")):
+        pid = path.rsplit("_", 1)[-1][:-3]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(int(pid), folder)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def serve(port: int, ctx: t.Any | None = None) -> None:
