@@ -18,6 +18,7 @@ from httpqueue.connections import check_broker, redis_client
 from httpqueue.delivery.signing import WebhookSigner
 from httpqueue.delivery.ssrf import CallbackPolicy
 from httpqueue.etcd import EtcdCluster
+from httpqueue.nodes import RedisRegistry, Registry
 from httpqueue.store.keys import Keys
 from httpqueue.store.schedules import ScheduleStore
 from httpqueue.store.series import Series
@@ -73,9 +74,12 @@ class Context:
         """Where callbacks may go despite the SSRF guard (``callback_allow``, or etcd's allow-list)."""
         self.cluster: EtcdCluster | None = None
         """With ``etcd_endpoints``: the cluster-wide settings in etcd, watched (see :mod:`httpqueue.etcd`)."""
+        self.registry: Registry = RedisRegistry(client, self.keys)
+        """The node registry: in Redis, or on etcd leases when etcd is configured."""
         if s.etcd_endpoints:
             self.cluster = EtcdCluster(settings, self.store, self._allow)
             self.topics, self.schedules = self.cluster.topics, self.cluster.schedules
+            self.registry = self.cluster.registry
             self.cluster.start()
         self.signer = WebhookSigner(list(settings.signing_secrets)) if settings.signing_secrets else None
         """Signs callbacks (Standard Webhooks) when ``signing_secrets`` are set."""

@@ -184,7 +184,7 @@ class StoreCollector:
                                 value=health.live_workers(store.redis, self.ctx.keys))
         live = GaugeMetricFamily("httpqueue_nodes", "Live nodes of the registry by role (API processes, workers).",
                                  labels=["role"])
-        for role, n in nodes.RedisRegistry(store.redis, self.ctx.keys).counts().items():
+        for role, n in self.ctx.registry.counts().items():
             live.add_metric([str(role)], n)
         yield live
 

@@ -436,18 +436,19 @@ _api: Heartbeat | None = None
 _api_lock = threading.Lock()
 
 
-def serve_api(app: t.Any, client: StoreClient, keys: Keys, name: str) -> Heartbeat:
+def serve_api(app: t.Any, client: StoreClient, keys: Keys, name: str, registry: Registry | None = None) -> Heartbeat:
     """Count ``app``'s requests and start this API process's heartbeat (once per process).
 
     Called by the API servers' app factory in each serving process; an app
-    built by a test or embedded elsewhere registers nothing.
+    built by a test or embedded elsewhere registers nothing. ``registry``: the
+    process context's (on etcd leases when etcd is configured); default Redis.
     """
     global _api
     with _api_lock:
         rate = RequestRate()
         app.wsgi_app = rate.count(app.wsgi_app)
         if _api is None or _api.identity.pid != os.getpid():
-            _api = Heartbeat(RedisRegistry(client, keys), new_identity(Role.API, name), rate.rate).start()
+            _api = Heartbeat(registry or RedisRegistry(client, keys), new_identity(Role.API, name), rate.rate).start()
         else:
             _api.load = rate.rate
         return _api

@@ -18,6 +18,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed
 
 from httpqueue import events, logs
 from httpqueue.api.base import ctx
+from httpqueue.etcd.client import EtcdUnavailable
 from httpqueue.exceptions import BrokerUnavailable, InvalidInput, ReplicasMissing, StoreUnavailable, TaskConflict, TaskNotFound
 
 
@@ -88,7 +89,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(StoreUnavailable)
     def unavailable(exc: StoreUnavailable) -> Response:
         events.emit("store_unavailable", logging.WARNING, error=str(exc)[:300])
-        message = (str(exc) if isinstance(exc, (ReplicasMissing, BrokerUnavailable))
+        message = (str(exc) if isinstance(exc, (ReplicasMissing, BrokerUnavailable, EtcdUnavailable))
                    else "the task store (Redis) is unavailable; nothing was changed, retry shortly")
         response = error(503, message)
         response.headers["Retry-After"] = "1"

@@ -46,7 +46,7 @@ blp = ApiBlueprint("nodes", __name__, url_prefix="/v1/nodes", description="Live 
 @blp.alt_response(503, schema=ApiErrorSchema, description="Redis is unreachable.")
 def list_nodes() -> dict[str, t.Any]:
     """Every node whose heartbeat is fresh: API processes first, then workers, by name."""
-    live = nodes.RedisRegistry(ctx().store.redis, ctx().keys).live()
+    live = ctx().registry.live()
     counts = dict.fromkeys((str(r) for r in nodes.Role), 0)
     for node in live:
         counts[str(node.identity.role)] += 1

@@ -81,7 +81,7 @@ def application() -> t.Any:
     ctx = context.current()
     logs.configure(ctx.settings.log_format)  # granian set up logging in the worker: ours again
     app = create_app()
-    nodes.serve_api(app, ctx.store.redis, ctx.keys, name=ctx.settings.address)  # in the node registry
+    nodes.serve_api(app, ctx.store.redis, ctx.keys, name=ctx.settings.address, registry=ctx.registry)
     return app
 
 

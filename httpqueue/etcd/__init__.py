@@ -18,6 +18,7 @@ import typing as t
 from httpqueue.config import Settings
 from httpqueue.etcd.client import EtcdClient, EtcdUnavailable
 from httpqueue.etcd.keys import EtcdKeys
+from httpqueue.etcd.registry import EtcdRegistry
 from httpqueue.etcd.stores import EtcdScheduleStore, EtcdTopicControls
 from httpqueue.etcd.watch import AllowSetter, SettingsMirror
 from httpqueue.store.tasks import TaskStore
@@ -33,6 +34,7 @@ class EtcdCluster:
         self.keys = EtcdKeys(settings.etcd_prefix)
         self.topics = EtcdTopicControls(store, settings, self.client, self.keys)
         self.schedules = EtcdScheduleStore(store, self.client, self.keys)
+        self.registry = EtcdRegistry(self.client, self.keys)
         self.mirror = SettingsMirror(self.client, self.keys, self.topics, self.schedules, set_allow)
 
     def start(self) -> EtcdCluster:

@@ -114,7 +114,8 @@ class EtcdClient:
                 raise EtcdUnavailable(f"etcd refused {path}: {reply.status_code} {reply.text[:200]}")
             self._answered(endpoint)
             return t.cast(dict[str, t.Any], reply.json())
-        raise EtcdUnavailable("etcd unavailable: " + "; ".join(errors))
+        raise EtcdUnavailable("etcd is unavailable (cluster-wide settings cannot change now; retry shortly): "
+                              + "; ".join(errors))
 
     # -- keys
 

@@ -137,7 +137,7 @@ class PromoterStep(ThreadStep):
             health.beat(store.redis, ctx.keys, name, int(ttl * 1000))
             last_beat = time.monotonic()
 
-        self.node = nodes.Heartbeat(nodes.RedisRegistry(store.redis, ctx.keys), nodes.worker_identity(worker.hostname),
+        self.node = nodes.Heartbeat(ctx.registry, nodes.worker_identity(worker.hostname),
                                     _attempts_in_flight()).start()
         reaper = nodes.Reaper(self.node.registry, store.release_orphans, self.node)
         promoter = Promoter(store, Publisher(worker.app), interval=ctx.settings.promoter_interval,

@@ -38,7 +38,8 @@ def broker_of(server: EmbeddedRedis) -> str:
 
 
 def metric(client: t.Any, name: str) -> float | None:
-    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+    text = client.get("/metrics").get_data(as_text=True)
+    for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
@@ -53,6 +54,9 @@ def test_all_members_killed_delivery_goes_on_and_a_retried_change_applies_when_e
     assert client.post("/v1/topics/stopped/pause").status_code == 200
     worker = start_worker(settings_env(nodes.overrides(**overrides)), "etcd-worker", rclient, prefix=nodes.key_prefix)
     try:
+        wait_until(lambda: [n["name"] for n in client.get("/v1/nodes").get_json()["nodes"]] == ["etcd-worker@localhost"],
+                   10, "the worker in the registry (on an etcd lease)")
+        assert nodes.client().get_prefix(f"{nodes.etcd_prefix}run/nodes/worker/")[0]
         nodes.etcd.kill_all()
         wait_until(lambda: ctx.cluster.mirror.up is False, 10, "the API node noticing etcd is down")
         ready = client.get("/ready")
@@ -66,7 +70,9 @@ def test_all_members_killed_delivery_goes_on_and_a_retried_change_applies_when_e
             receiver.wait_task(task_id, timeout=20)
         assert ctx.topics.get("stopped", now_ms())["paused"] is True  # the last-known pause still holds
         assert receiver.for_task(held) == []
-        assert client.post("/v1/topics/stopped/resume").status_code == 503  # refused, not half-done
+        refused = client.post("/v1/topics/stopped/resume")
+        assert refused.status_code == 503 and "etcd" in refused.get_json()["error"]  # refused, not half-done
+        assert refused.headers["Retry-After"] == "1"
 
         resumed: list[float] = []
 
