@@ -34,6 +34,10 @@ CAS_ATTEMPTS = 100
 TICK_LEASE = 60
 """Seconds a cron tick's claim lives: if its node dies before creating the task, another fires it after this."""
 
+CLAIM_PAUSE = 10.0
+"""Seconds a ticker takes ticks without asking etcd after etcd failed to answer a claim (each try may take
+``etcd_timeout`` per endpoint, and ticks must stay on time)."""
+
 Change = t.Callable[[t.Optional[str]], t.Optional[str]]
 
 
@@ -86,6 +90,7 @@ class EtcdScheduleStore(ScheduleStore):
         self._lease = 0
         self._lease_until = 0.0
         self._lost: set[tuple[str, int]] = set()
+        self._skip_etcd_until = 0.0
         self._lock = threading.Lock()
 
     def save(self, schedule: Schedule, now_ms: int) -> int:
@@ -125,9 +130,12 @@ class EtcdScheduleStore(ScheduleStore):
         """Whether this node fires ``tick`` of ``schedule_id``: it created the tick's key (on a lease)."""
         if (schedule_id, tick) in self._lost:
             return False
+        if time.monotonic() < self._skip_etcd_until:
+            return True
         try:
             won = self.etcd.create(self.ekeys.tick(schedule_id, tick), str(tick), self._tick_lease())
         except EtcdUnavailable:
+            self._skip_etcd_until = time.monotonic() + CLAIM_PAUSE  # a ticker must not wait on etcd tick after tick
             return True
         if not won:
             if len(self._lost) > 10_000:
