@@ -20,6 +20,8 @@ from httpqueue.states import State
 
 MAX_RATE = 100_000.0
 MAX_CONCURRENCY = 100_000
+MAX_BREAKER_THRESHOLD = 100_000
+MAX_BREAKER_COOLDOWN = 86_400.0
 
 
 class TopicSettingsSchema(Schema):
@@ -39,10 +41,24 @@ class TopicSettingsSchema(Schema):
                                   metadata={"description": "URL that receives one POST when a task of this topic "
                                                            "fails for good.", "example": "http://127.0.0.1:8888/failed"})
 
+    breaker_threshold = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(0, MAX_BREAKER_THRESHOLD),
+        metadata={"description": "This topic's failed attempts in a row to one callback host that open its "
+                                 "circuit (0: no circuit breaker); null: the deployment's HTTPQUEUE_BREAKER_THRESHOLD.",
+                  "example": 3})
+    breaker_cooldown = fields.Float(
+        allow_none=True, validate=validate.Range(min=0.1, max=MAX_BREAKER_COOLDOWN),
+        metadata={"description": "Seconds this topic's opened circuits stay open before a probe (doubled on each "
+                                 "reopening); null: the deployment's HTTPQUEUE_BREAKER_COOLDOWN.", "example": 10})
+
     @validates("rate_limit")
     def _finite(self, value: float | None, **_: t.Any) -> None:
         if value is not None and value != value:
             raise ValidationError("must be a number")
+
+    @validates("breaker_cooldown")
+    def _finite_cooldown(self, value: float | None, **_: t.Any) -> None:
+        self._finite(value)
 
 
 class CircuitSchema(Schema):
@@ -59,6 +75,8 @@ class TopicSchema(Schema):
     rate_limit = fields.Float(allow_none=True)
     concurrency = fields.Integer(allow_none=True)
     failure_callback = fields.String(allow_none=True)
+    breaker_threshold = fields.Integer(allow_none=True, metadata={"description": "null: the deployment's."})
+    breaker_cooldown = fields.Float(allow_none=True, metadata={"description": "Seconds; null: the deployment's."})
     running = fields.Integer(metadata={"description": "Attempts in flight (counted when a concurrency limit is set)."})
     circuits = fields.List(fields.Nested(CircuitSchema))
     counts = fields.Dict(keys=fields.String(), values=fields.Integer(),
@@ -121,7 +139,7 @@ def get(topic: str) -> dict[str, t.Any]:
 @blp.response(200, TopicSchema)
 @blp.alt_response(400, schema=ApiErrorSchema, description="A setting is invalid.")
 def configure(changes: dict[str, t.Any], topic: str) -> dict[str, t.Any]:
-    """Set or clear the topic's rate limit, concurrency limit and failure callback."""
+    """Set or clear the topic's rate limit, concurrency limit, failure callback and circuit-breaker settings."""
     _check_topic(topic)
     if changes.get("failure_callback"):
         service().check_url(changes["failure_callback"], "failure_callback")

@@ -38,7 +38,13 @@ from httpqueue.store.scripts import ScriptCalls, translate_errors
 from httpqueue.store.tasks import TaskStore
 
 #: Settings a topic may have, with the hash field each is stored in.
-CONFIG_FIELDS = {"rate_limit": "rate", "concurrency": "conc", "failure_callback": "fcb"}
+CONFIG_FIELDS = {"rate_limit": "rate", "concurrency": "conc", "failure_callback": "fcb",
+                 "breaker_threshold": "bth", "breaker_cooldown": "bcd"}
+
+
+def hash_value(name: str, value: t.Any) -> str:
+    """A setting as its hash field holds it: the breaker cooldown in ms (what ``finish.lua`` counts in)."""
+    return str(int(value * 1000)) if name == "breaker_cooldown" else str(value)
 
 
 def host_of(url: str) -> str:
@@ -83,6 +89,8 @@ class TopicSettings:
     rate_limit: float | None = None
     concurrency: int | None = None
     failure_callback: str | None = None
+    breaker_threshold: int | None = None
+    breaker_cooldown: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -94,9 +102,9 @@ class TopicSettings:
         return cls(**{f.name: doc[f.name] for f in dataclasses.fields(cls) if f.name in doc})
 
     def hash_fields(self) -> list[str]:
-        """paused, rate, conc, fcb as ``mirror_topic.lua`` takes them ('' clears one)."""
-        return ["1" if self.paused else "0", *("" if v is None else str(v)
-                                                for v in (self.rate_limit, self.concurrency, self.failure_callback))]
+        """paused, then each of :data:`CONFIG_FIELDS`, as ``mirror_topic.lua`` takes them ('' clears one)."""
+        values = [(name, getattr(self, name)) for name in CONFIG_FIELDS]
+        return ["1" if self.paused else "0", *("" if v is None else hash_value(n, v) for n, v in values)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,9 +158,9 @@ class TopicControls:
         for item in outcomes:
             args += list(item)
         if calls is not None:
-            calls.add(self._scripts["finish"], [k.running, k.breaker], args)
+            calls.add(self._scripts["finish"], [k.running, k.breaker, k.config], args)
             return None
-        return self._scripts["finish"](keys=[k.running, k.breaker], args=args)
+        return self._scripts["finish"](keys=[k.running, k.breaker, k.config], args=args)
 
     # -- settings
 
@@ -170,12 +178,14 @@ class TopicControls:
             "rate_limit": float(config["rate"]) if config.get("rate") else None,
             "concurrency": int(config["conc"]) if config.get("conc") else None,
             "failure_callback": config.get("fcb"), "running": running,
+            "breaker_threshold": int(config["bth"]) if config.get("bth") else None,
+            "breaker_cooldown": int(config["bcd"]) / 1000 if config.get("bcd") else None,
             "circuits": [dataclasses.asdict(c) | {"state": c.state(now_ms)} for c in _circuits(breaker)],
         }
 
     @translate_errors
     def configure(self, topic: str, changes: t.Mapping[str, t.Any]) -> None:
-        """Set (or, with ``None``, clear) rate_limit, concurrency and failure_callback."""
+        """Set (or, with ``None``, clear) any of :data:`CONFIG_FIELDS`."""
         k = self.keys.for_topic(topic)
         pipe = self.redis.pipeline(transaction=False)
         for name, value in changes.items():
@@ -183,7 +193,7 @@ class TopicControls:
             if value is None:
                 pipe.hdel(k.config, field)
             else:
-                pipe.hset(k.config, field, value)
+                pipe.hset(k.config, field, hash_value(name, value))
         pipe.hset(k.config, "name", topic)
         pipe.sadd(self.keys.topics(), topic)
         pipe.execute()

@@ -38,6 +38,11 @@ def test_topic_change_through_one_node_is_applied_by_another_within_a_second(nod
     applied_within(lambda: other.topics.get("reports", now_ms())["concurrency"] == 3, "node B's limits")
     assert other.topics.get("reports", now_ms())["rate_limit"] == 5
 
+    assert client.patch("/v1/topics/reports", json={"breaker_threshold": 2, "breaker_cooldown": 4}).status_code == 200
+    applied_within(lambda: other.topics.get("reports", now_ms())["breaker_cooldown"] == 4, "node B's breaker")
+    other.topics.finish("reports", [("a", "h:80", "fail"), ("b", "h:80", "fail")], now_ms())
+    assert other.topics.get("reports", now_ms())["circuits"][0]["state"] == "open"  # at 2 failures, not 5
+
     assert client.post("/v1/topics/reports/pause").get_json()["paused"] is True
     applied_within(lambda: other.topics.get("reports", now_ms())["paused"], "node B's pause")
     assert client.patch("/v1/topics/reports", json={"rate_limit": None}).status_code == 200

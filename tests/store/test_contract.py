@@ -272,6 +272,7 @@ def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[s
     topic_keys = k.for_topic("t")
     assert {tuple(keys) for keys, _ in recorders["admit"].calls} == {
         (topic_keys.config, topic_keys.running, topic_keys.rate, topic_keys.breaker)}
-    assert {tuple(keys) for keys, _ in recorders["finish"].calls} == {(topic_keys.running, topic_keys.breaker)}
+    assert {tuple(keys) for keys, _ in recorders["finish"].calls} == {
+        (topic_keys.running, topic_keys.breaker, topic_keys.config)}
     assert {tuple(keys) for keys, _ in recorders["advance"].calls} == {(k.schedule_next(),)}
     assert {tuple(keys) for keys, _ in recorders["series"].calls} == {(k.series(1, NOW // 60_000),)}

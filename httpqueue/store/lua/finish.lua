@@ -2,11 +2,16 @@
 -- the topic's running set and feed the circuit breaker of each callback host:
 -- a success closes it; a failure counts, and `threshold` failures in a row open
 -- it for `cooldown` ms, doubled each time it opens again (up to `cooldown_max`).
--- KEYS: running, breaker (one topic, one hash tag)
+-- The topic's own threshold and cooldown (config fields bth, bcd), when set, replace the
+-- deployment's, which come in ARGV.
+-- KEYS: running, breaker, config (one topic, one hash tag)
 -- ARGV: now, threshold (0: no breaker), cooldown, cooldown_max, then per attempt: id, host, result (ok|fail|skip)
 -- Returns {host, open_until, host, open_until, ...} for circuits that opened now.
 local now, threshold = tonumber(ARGV[1]), tonumber(ARGV[2])
 local cooldown, cooldown_max = tonumber(ARGV[3]), tonumber(ARGV[4])
+local own = redis.call('HMGET', KEYS[3], 'bth', 'bcd')
+if own[1] then threshold = tonumber(own[1]) end
+if own[2] then cooldown = tonumber(own[2]) end
 local opened = {}
 for i = 5, #ARGV, 3 do
   local id, host, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]

@@ -3,7 +3,7 @@
 -- the writes are atomic, so every node may mirror every etcd event, in any order, and the
 -- hash ends with the newest settings.
 -- KEYS: config hash of the topic
--- ARGV: etcd revision, topic name, paused ('1' or '0'), rate, conc, fcb ('' clears a setting)
+-- ARGV: etcd revision, topic name, paused ('1' or '0'), rate, conc, fcb, bth, bcd ('' clears a setting)
 -- Returns: -1 when a later revision was there (nothing written), else 1 if the topic was
 -- paused before and is not now (its held tasks must go back to the timer), else 0.
 local seen = tonumber(redis.call('HGET', KEYS[1], 'erev') or '0')
@@ -13,7 +13,7 @@ if seen >= rev then
 end
 local was_paused = redis.call('HGET', KEYS[1], 'paused') == '1'
 redis.call('HSET', KEYS[1], 'erev', ARGV[1], 'name', ARGV[2], 'paused', ARGV[3])
-local fields = {'rate', 'conc', 'fcb'}
+local fields = {'rate', 'conc', 'fcb', 'bth', 'bcd'}
 for i, field in ipairs(fields) do
   local value = ARGV[3 + i]
   if value == '' then
