@@ -6,7 +6,7 @@ description under it; later beats keep the lease alive and write the new load
 figure. When the node stops beating, etcd's leader revokes the lease and the
 key vanishes on its own: there is no expiry clock to compare, so hosts with
 skewed clocks agree. A worker also writes a *known* key, on a lease of
-:data:`~httpqueue.nodes.FORGET_WORKER_MS`: a known worker without a live key
+:data:`~httpqueue.nodes.FORGET_WORKER_MS` renewed while it beats: a known worker without a live key
 has departed, and a promoter releases its attempts (which stay in Redis, where
 ``claim.lua`` recorded them) and then removes it. API processes leave no
 known key: nothing is released for them.
@@ -28,6 +28,11 @@ from httpqueue.etcd.keys import EtcdKeys
 from httpqueue.nodes import FORGET_WORKER_MS, REAP_BATCH, Identity, Node, Registry, Role
 
 
+KNOWN_REFRESH = 60.0
+"""Seconds between two renewals of a worker's known key's lease (it lasts an hour, so a worker running longer
+than that stays known, and a known worker that dies is forgotten an hour later if no promoter removed it)."""
+
+
 class EtcdRegistry(Registry):
     """Live nodes as keys on their own leases under ``<prefix>run/nodes/<role>/<incarnation>``."""
 
@@ -37,6 +42,7 @@ class EtcdRegistry(Registry):
         self._leases: dict[str, int] = {}
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(Role, 0)
+        self._known: dict[str, tuple[int, float]] = {}
 
     def beat(self, identity: Identity, load: float, ttl: float) -> None:
         description = json.dumps({**dataclasses.asdict(identity), "load": load, "seen": round(time.time(), 3)})
@@ -45,18 +51,31 @@ class EtcdRegistry(Registry):
             lease = self._leases.get(identity.incarnation)
         if lease is None or not self.client.keepalive(lease):  # first beat, or the lease ran out meanwhile
             lease = self.client.grant(max(1, math.ceil(ttl)))
-            if identity.role is Role.WORKER:
-                known = self.client.grant(FORGET_WORKER_MS // 1000)
-                self.client.put(self.keys.known(identity.role, identity.incarnation), description, known)
             with self._lock:
                 self._leases[identity.incarnation] = lease
+        if identity.role is Role.WORKER:
+            self._know(identity, description)
         self.client.put(key, description, lease)
+
+    def _know(self, identity: Identity, description: str) -> None:
+        """Keep the worker's known key (and its long lease) alive, renewed every :data:`KNOWN_REFRESH` seconds."""
+        with self._lock:
+            lease, renewed = self._known.get(identity.incarnation, (0, float("-inf")))
+        if time.monotonic() - renewed < KNOWN_REFRESH:
+            return
+        if not lease or not self.client.keepalive(lease):
+            lease = self.client.grant(FORGET_WORKER_MS // 1000)
+            self.client.put(self.keys.known(identity.role, identity.incarnation), description, lease)
+        with self._lock:
+            self._known[identity.incarnation] = (lease, time.monotonic())
 
     def leave(self, identity: Identity) -> None:
         with self._lock:
             lease = self._leases.pop(identity.incarnation, None)
-        if lease is not None:
-            self.client.revoke(lease)
+            known, _ = self._known.pop(identity.incarnation, (0, 0.0))
+        for held in (lease, known):
+            if held:
+                self.client.revoke(held)
         self.remove(identity.role, identity.incarnation)
 
     def live(self) -> list[Node]:
