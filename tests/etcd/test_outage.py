@@ -15,6 +15,7 @@ import redis
 
 from httpqueue.clock import now_ms
 from httpqueue.embedded import EmbeddedRedis
+from httpqueue.etcd.client import EtcdUnavailable
 from tests.support.api import create, wait_states
 from tests.support.etcd import EtcdNodes
 from tests.support.processes import settings_env, start_worker, wait_until
@@ -96,3 +97,24 @@ def test_all_members_killed_delivery_goes_on_and_a_retried_change_applies_when_e
         wait_states(client, [held], "succeeded")
     finally:
         worker.stop()
+
+
+def test_quorum_lost_is_noticed_by_an_open_watch_and_changes_are_refused(nodes: EtcdNodes) -> None:
+    """Two of three members killed: the survivor still answers, but has no leader (``hasleader`` ends the watch)."""
+    node = nodes.context()
+    assert node.cluster.mirror.up is True
+    nodes.etcd.kill(1)
+    nodes.etcd.kill(2)  # member 0, where the watch is open, survives alone
+    wait_until(lambda: node.cluster.mirror.up is False, 15, "the open watch failing for want of a leader")
+    started = time.monotonic()
+    try:
+        node.topics.pause("t")
+    except EtcdUnavailable:
+        pass
+    else:
+        raise AssertionError("a change was acknowledged by a member without quorum")
+    assert time.monotonic() - started < 15
+    nodes.etcd.restart(1)
+    wait_until(lambda: node.cluster.mirror.up, 15, "the watch back once quorum returns")
+    node.topics.pause("t")
+    assert node.topics.get("t", now_ms())["paused"] is True

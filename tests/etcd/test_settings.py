@@ -13,6 +13,8 @@ import typing as t
 from httpqueue.clock import now_ms
 from httpqueue.delivery.ssrf import CallbackPolicy
 from httpqueue.etcd.client import EtcdUnavailable
+from httpqueue.etcd.keys import EtcdKeys
+from httpqueue.etcd.watch import SettingsMirror
 from httpqueue.store.topics import TopicSettings
 from tests.support.etcd import EtcdNodes
 from tests.support.processes import wait_until
@@ -125,3 +127,32 @@ def test_writes_are_refused_not_lost_while_etcd_is_down(nodes: EtcdNodes) -> Non
         pass
     else:
         raise AssertionError("a settings change was acknowledged while no etcd member was running")
+
+
+def test_a_watch_from_a_compacted_revision_reads_every_setting_again(nodes: EtcdNodes) -> None:
+    etcd, key = nodes.client(), f"{nodes.etcd_prefix}settings/topics/compacted"
+    etcd.put(key, TopicSettings(concurrency=1).to_json())
+    latest = etcd.put(key, TopicSettings(concurrency=2).to_json())
+    etcd.call("kv/compaction", {"revision": str(latest), "physical": True})
+    node = nodes.context(key_prefix=fresh_prefix())
+    node.cluster.stop()  # its own watch is current; follow one that starts from before the compaction
+    mirror = SettingsMirror(nodes.client(), EtcdKeys(nodes.etcd_prefix), node.topics, node.schedules, lambda _: None)
+    mirror.revision = 1
+    reads: list[int] = []
+    read_all = mirror.sync
+
+    def counted_sync() -> None:
+        reads.append(1)
+        read_all()
+
+    mirror.sync = counted_sync  # type: ignore[method-assign]
+    node.store.redis.delete(node.keys.for_topic("compacted").config)  # what the copy holds must come from etcd
+    stop = threading.Event()
+    follower = threading.Thread(target=mirror.follow, args=(stop,), daemon=True)
+    follower.start()
+    try:
+        wait_until(lambda: node.topics.get("compacted", now_ms())["concurrency"] == 2, 5, "the setting read again")
+        assert mirror.revision >= latest
+        assert reads == [1]  # read whole once etcd said the revision was compacted, not replayed event by event
+    finally:
+        stop.set()
