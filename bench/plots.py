@@ -1,6 +1,6 @@
 """The scale curve's figures: PNGs for the docs, and a plain-text summary.
 
-``python -m bench.plots RESULTS.jsonl [--dir docs]`` redraws the PNGs from the
+``python -m bench.plots RESULTS.jsonl [--dir docs] [--only memory,rates,nodes]`` redraws the PNGs from the
 JSON lines ``python -m bench.scale --out RESULTS.jsonl`` saved (``bench.scale
 --plot`` does the same from the run it just made). matplotlib's Agg backend:
 no display needed. Three files:
@@ -59,15 +59,20 @@ def summary(lines: t.Sequence[Line]) -> str:
     return "\n".join(rows)
 
 
-def draw(lines: t.Sequence[Line], directory: Path) -> list[Path]:
-    """Write every figure the lines have data for; returns the paths written."""
+FIGURES = ("memory", "rates", "nodes")
+
+
+def draw(lines: t.Sequence[Line], directory: Path, only: t.Collection[str] = FIGURES) -> list[Path]:
+    """Write every figure of ``only`` the lines have data for; returns the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
     written = []
-    if backlog_lines(lines):
-        written += [_memory(lines, directory / "scale-memory.png"), _rates(lines, directory / "scale-rates.png")]
-    if any(x.get("part") == "nodes" for x in lines):
+    if backlog_lines(lines) and "memory" in only:
+        written.append(_memory(lines, directory / "scale-memory.png"))
+    if backlog_lines(lines) and "rates" in only:
+        written.append(_rates(lines, directory / "scale-rates.png"))
+    if any(x.get("part") == "nodes" for x in lines) and "nodes" in only:
         written.append(_nodes(lines, directory / "scale-nodes.png"))
     return written
 
@@ -100,9 +105,10 @@ def _memory(lines: t.Sequence[Line], path: Path) -> Path:
         ax.set_title(f"{kind} Redis")
         ax.set_xlabel("pending tasks")
     axes[0][0].set_ylabel("Redis bytes per pending task")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
     fig.suptitle(f"Redis memory per pending task ({_caption(backlog_lines(lines))})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -146,21 +152,29 @@ def _rates(lines: t.Sequence[Line], path: Path) -> Path:
 
 
 def _nodes(lines: t.Sequence[Line], path: Path) -> Path:
+    """One bar per combination: the median of its runs, whiskers from the lowest to the highest."""
     import matplotlib.pyplot as plt
 
     runs = [x for x in lines if x.get("part") == "nodes"]
-    labels = [f"{x['params']['workers']}w/{x['params']['api_nodes']}api" for x in runs]
+    combos = sorted({(x["params"]["api_nodes"], x["params"]["workers"]) for x in runs})
+    labels = [f"{w}w/{a}api" for a, w in combos]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, (key, title) in zip(axes, (("create_per_s", "single creates/s (wrk)"),
+    for ax, (key, title) in zip(axes, (("create_per_s", "single creates/s (wrk, /v1/tasks)"),
                                        ("batch_tasks_per_s", "batch tasks/s (wrk, 1,000 a request)"),
                                        ("callbacks_per_s", "callbacks/s (20,000 due at once)"))):
-        values = [x["figures"].get(key) or 0 for x in runs]
-        ax.bar(labels, values, color="tab:blue" if key != "callbacks_per_s" else "tab:green")
-        for i, v in enumerate(values):
-            ax.annotate(f"{v:,.0f}", (i, v), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        samples = [sorted(x["figures"].get(key) or 0 for x in runs
+                          if (x["params"]["api_nodes"], x["params"]["workers"]) == combo) for combo in combos]
+        medians = [v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2 for v in samples]
+        errors = [[m - v[0] for m, v in zip(medians, samples)], [v[-1] - m for m, v in zip(medians, samples)]]
+        ax.bar(labels, medians, yerr=errors, capsize=3,
+               color="tab:green" if key == "callbacks_per_s" else "tab:blue")
+        for i, v in enumerate(medians):
+            ax.annotate(f"{v:,.0f}", (i, v), textcoords="offset points", xytext=(8, 3), ha="left", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle(f"Workers (w) and API nodes (api) on one Redis ({_caption(runs)})", fontsize=10)
+    repeats = max(len([x for x in runs if (x["params"]["api_nodes"], x["params"]["workers"]) == c]) for c in combos)
+    fig.suptitle(f"Workers (w) and API nodes (api) on one Redis, median of {repeats} run(s), whiskers min-max "
+                 f"({_caption(runs)})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -171,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.plots", description="redraw docs/scale-*.png")
     parser.add_argument("results", help="JSON lines from python -m bench.scale --out")
     parser.add_argument("--dir", default=str(Path(__file__).resolve().parents[1] / "docs"))
+    parser.add_argument("--only", default=",".join(FIGURES), help=f"comma-separated, from: {', '.join(FIGURES)}")
     args = parser.parse_args(argv)
     with open(args.results, encoding="utf-8") as source:
         lines = [json.loads(line) for line in source if line.strip().startswith("{")]
     print(summary(lines))
-    for path in draw(lines, Path(args.dir)):
+    for path in draw(lines, Path(args.dir), args.only.split(",")):
         print(f"wrote {path}")
     return 0
 
