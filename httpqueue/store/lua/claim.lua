@@ -15,7 +15,7 @@ if not f[1] then return {'missing'} end
 if f[1] ~= 'queued' or tostring(f[2]) ~= ARGV[2] then return {'stale', f[1]} end
 redis.call('HSET', K_TASK, 'st', 'delivering')
 redis.call('HDEL', K_TASK, 'rq')  -- the message came through: reclaim's backoff starts over
-redis.call('HINCRBY', K_TASK, 'at', 1)
+local attempt = redis.call('HINCRBY', K_TASK, 'at', 1)
 local lease = f[4] and (tonumber(f[4]) + tonumber(ARGV[5])) or tonumber(ARGV[4])
 redis.call('ZADD', K_INFLIGHT, tonumber(ARGV[3]) + lease, ARGV[1])
 if ARGV[6] and ARGV[6] ~= '' then
@@ -25,6 +25,7 @@ if ARGV[6] and ARGV[6] ~= '' then
   if redis.call('PTTL', K_OWNED) < lease + 60000 then redis.call('PEXPIRE', K_OWNED, lease + 60000) end
 end
 move(K_STATS, f[3], 'queued', 'delivering')
+emit_event(K_STATS, 'claimed', ARGV[1], f[3], ARGV[3], 'n', attempt)
 local all = redis.call('HGETALL', K_TASK)
 table.insert(all, 1, 'ok')
 return all

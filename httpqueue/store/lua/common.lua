@@ -36,3 +36,41 @@ local function set_due(key, due)
   if redis.call('HEXISTS', key, 'ex') == 0 then redis.call('HSET', key, 'ex', redis.call('HGET', key, 'due')) end
   redis.call('HSET', key, 'due', due)
 end
+
+-- Export (httpqueue export): append one lifecycle event to the shard's event stream, in the
+-- same script run as the state change it describes, so a process that dies can neither lose
+-- an event nor leave one for a change that did not happen. Written only while the shard's
+-- switch key holds a bound above 0 (the stream's MAXLEN ~; beyond it the oldest entries are
+-- trimmed, read or not, and exporters count what they missed). Both keys are the stats
+-- key's neighbours ('<tag>:stats' -> '<tag>:evmax', '<tag>:ev'; store/keys.py), so they
+-- share its slot. Through pcall, like record(): in a Redis Cluster slot being resharded the
+-- event is dropped rather than the script stopped half-way through its writes.
+local export_bound, export_stream = nil, nil
+local function exporting(stats)
+  if export_bound == nil then
+    local base = string.sub(stats, 1, -6)
+    local bound = redis.pcall('GET', base .. 'evmax')
+    export_bound = (type(bound) == 'string' and tonumber(bound)) or 0
+    export_stream = base .. 'ev'
+  end
+  return export_bound > 0
+end
+
+-- emit_event(stats, kind, id, topic, now, field, value, ...): see exporting() above.
+local function emit_event(stats, kind, id, topic, now, ...)
+  if exporting(stats) then
+    redis.pcall('XADD', export_stream, 'MAXLEN', '~', export_bound, '*', 'k', kind, 'id', id, 'tp', topic or '',
+                't', now, ...)
+  end
+end
+
+-- A decoded JSON value as a stream field: '' for nothing or null, numbers as Lua prints them.
+local function text(value)
+  if value == nil or value == cjson.null then return '' end
+  return tostring(value)
+end
+
+-- The host of a callback URL (the failure-rate-per-host query groups by it).
+local function url_host(url)
+  return url and string.match(url, '^%a[%w+.-]*://([^/?#]+)') or ''
+end

@@ -33,12 +33,14 @@ for i = 4, #ARGV, 9 do
       redis.call('HSET', key, unpack(f))
       redis.call('ZADD', KEYS[2], due + lease, id)
       move(KEYS[3], topic, nil, 'queued')
+      emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
       out[#out + 1] = 1
       out[#out + 1] = 1
     else
       redis.call('HSET', key, unpack(f))
       redis.call('ZADD', KEYS[1], due, id)
       move(KEYS[3], topic, nil, 'scheduled')
+      emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
       out[#out + 1] = 0
       out[#out + 1] = 0
     end

@@ -17,5 +17,6 @@ redis.call('ZREM', K_HELD, id)
 redis.call('ZREM', K_DEAD, id)
 redis.call('ZADD', K_DONE, now + tonumber(ARGV[3]), id)
 move(K_STATS, f[2], f[1], 'deleted')
+emit_event(K_STATS, 'deleted', id, f[2], now)
 record(K_HISTORY, ARGV[4], ARGV[5])
 return {'deleted', f[1], f[2]}

@@ -17,6 +17,7 @@ for i, id in ipairs(ids) do
     redis.call('HSET', key, 'st', 'queued')
     redis.call('ZADD', KEYS[2], tonumber(f[2]) + lease, id)
     move(KEYS[3], f[3], f[1], 'queued')
+    emit_event(KEYS[3], 'promoted', id, f[3], now, 'next', f[2])
     record(ARGV[6] .. id, cjson.encode({event = 'promoted', t = now, due = tonumber(f[2])}), ARGV[7])
     out[#out + 1] = id
     out[#out + 1] = gen

@@ -28,6 +28,7 @@ for i, id in ipairs(ids) do
       redis.call('ZADD', KEYS[3], now + tonumber(ARGV[8]), id)
       move(KEYS[2], f[2], st, 'failed')
       event.outcome = 'failed'
+      emit_event(KEYS[2], 'failed', id, f[2], now, 'err', 'lease expired ' .. lost .. ' times: workers lost the task')
     else
       local gen = redis.call('HINCRBY', key, 'gen', 1)
       local wait = lease
@@ -39,6 +40,7 @@ for i, id in ipairs(ids) do
       end
       redis.call('ZADD', KEYS[1], now + wait, id)
       move(KEYS[2], f[2], st, 'queued')
+      emit_event(KEYS[2], 'lease_expired', id, f[2], now, 'next', now + wait)
       out[#out + 1] = id
       out[#out + 1] = gen
       out[#out + 1] = math.max(now, tonumber(f[3]))

@@ -22,5 +22,6 @@ set_due(K_TASK, now)
 redis.call('HSET', K_TASK, 'st', state)
 redis.call('ZADD', K_TIMER, now, id)
 move(K_STATS, f[2], f[1], state)
+emit_event(K_STATS, 'requeued', id, f[2], now, 'next', now)
 record(K_HISTORY, ARGV[3], ARGV[4])
 return {'requeued', f[1], f[2]}

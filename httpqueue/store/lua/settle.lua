@@ -50,4 +50,13 @@ else
 end
 move(K_STATS, f[3], 'delivering', state)
 record(K_HISTORY, ARGV[9], ARGV[10])
+if exporting(K_STATS) then
+  -- the attempt's numbers are in its history event (duration, lateness, attempt number)
+  local ok, e = pcall(cjson.decode, ARGV[9] ~= '' and ARGV[9] or '{}')
+  if not ok then e = {} end
+  local next_at = (outcome ~= 'succeeded' and outcome ~= 'failed' and ARGV[5] ~= '0') and ARGV[5] or ''
+  emit_event(K_STATS, outcome, id, f[3], now, 'n', text(e.n), 'code', ARGV[7], 'ms', text(e.ms),
+             'late', text(e.late_ms), 'err', ARGV[8] ~= '' and ARGV[8] or text(e.reason), 'next', next_at,
+             'h', url_host(redis.call('HGET', K_TASK, 'cb')))
+end
 return 1
