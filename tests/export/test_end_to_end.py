@@ -4,7 +4,6 @@ every event exactly once, through a ClickHouse outage in the middle."""
 from __future__ import annotations
 
 import time
-import typing as t
 import uuid
 from pathlib import Path
 
