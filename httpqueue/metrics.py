@@ -28,10 +28,13 @@ import typing as t
 from prometheus_client import (
     CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess,
 )
+import redis
 from prometheus_client.core import GaugeMetricFamily
 
 from httpqueue import events, health, nodes
+from httpqueue.export import status as export_status
 from httpqueue.metrics_dir import ENV
+from httpqueue.store.scripts import REDIS_ERRORS
 from httpqueue.states import Outcome
 
 MAX_TOPICS = 200
@@ -189,6 +192,45 @@ class StoreCollector:
         yield live
 
 
+SCRAPE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, *REDIS_ERRORS)
+"""Errors a scrape-time read may meet: Redis away or refusing (the gauges are left out, the scrape answers)."""
+
+
+class ExportCollector:
+    """Per sink: the export's lag, pending and dropped events, read from the consumer groups at scrape time.
+
+    The names, label and meanings are those of ``httpqueue export``'s own
+    ``/metrics`` (:class:`httpqueue.export.exporter.ExportCollector`), which
+    only knows its own sinks and only while it runs; here every sink shows,
+    exporter running or not. A bounded read (:data:`~httpqueue.export.status.MAX_GROUPS`
+    groups, no per-consumer calls); a Redis error leaves these gauges out
+    rather than failing the scrape.
+    """
+
+    def __init__(self, ctx: t.Any) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> t.Iterator[GaugeMetricFamily]:
+        try:
+            found = export_status.read(self.ctx.store.redis, self.ctx.keys, consumers=False)
+        except SCRAPE_ERRORS:
+            return
+        lag = GaugeMetricFamily("httpqueue_export_lag_events", "Events in the streams not yet read for a sink",
+                                labels=["sink"])
+        pending = GaugeMetricFamily("httpqueue_export_pending_events",
+                                    "Events read for a sink and not yet acknowledged", labels=["sink"])
+        dropped = GaugeMetricFamily("httpqueue_export_dropped_events",
+                                    "Events trimmed from the streams (MAXLEN) before a sink got them, in total",
+                                    labels=["sink"])
+        for sink in found.sinks:
+            lag.add_metric([sink.sink], sink.counts.lag)
+            pending.add_metric([sink.sink], sink.counts.pending)
+            dropped.add_metric([sink.sink], sink.counts.dropped)
+        yield from (lag, pending, dropped)
+        yield GaugeMetricFamily("httpqueue_export_max_events",
+                                "Bound of each shard's event stream (0: export is off)", value=found.max_events)
+
+
 def attempts_in_flight() -> float:
     """Attempts in flight in every process of this host sharing the multiprocess directory (or this one).
 
@@ -216,6 +258,7 @@ def exposition(ctx: t.Any | None = None) -> tuple[bytes, str]:
     if ctx is not None:
         store_registry = CollectorRegistry()
         store_registry.register(StoreCollector(ctx))
+        store_registry.register(ExportCollector(ctx))
         body += generate_latest(store_registry)
     return body, CONTENT_TYPE_LATEST
 

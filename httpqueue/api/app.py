@@ -12,7 +12,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
 from httpqueue import __version__, context, jsoncodec
-from httpqueue.api import auth, compat, dashboard, errors, nodes, ops, schedules, topics, v1
+from httpqueue.api import auth, compat, dashboard, errors, export, nodes, ops, schedules, topics, v1
 from httpqueue.api.base import CONTEXT_KEY, SERVICE_KEY
 from httpqueue.api.schemas import ApiErrorSchema, bind_settings, unbind_settings
 from httpqueue.celery import app as celery_app
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     token = bind_settings(s)
     try:  # the schemas' limits are this app's settings, in the OpenAPI document too
         with app.app_context():
-            for module in (compat, ops, v1, topics, schedules, nodes):
+            for module in (compat, ops, v1, topics, schedules, nodes, export):
                 api.register_blueprint(module.blp)
     finally:
         unbind_settings(token)

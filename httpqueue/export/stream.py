@@ -43,6 +43,9 @@ class GroupStatus:
     pending: int      # entries handed out and not acknowledged (being written, or held by a dead exporter)
     dropped: int      # entries trimmed by MAXLEN before the group read them, or while pending
 
+    def __add__(self, other: GroupStatus) -> GroupStatus:
+        return GroupStatus(self.lag + other.lag, self.pending + other.pending, self.dropped + other.dropped)
+
 
 class GroupReader:
     """One exporter's view of one consumer group over all shard streams."""
@@ -130,44 +133,52 @@ class GroupReader:
 
     def status(self) -> GroupStatus:
         """The group's lag, pending count and dropped total over all shards."""
-        lag = pending = dropped = 0
+        total = GroupStatus(0, 0, 0)
         for shard in range(self.keys.shards):
             stream = self.keys.events(shard)
             try:
                 groups = self.client.xinfo_groups(stream)
             except redis.ResponseError:  # no stream yet
                 continue
-            info = next((g for g in groups if _text(g.get("name")) == self.group), None)
-            if info is None:
-                continue
-            counts = self.client.hmget(self.keys.export_counts(shard), f"{self.group}:dropped", f"{self.group}:lost")
-            dropped += sum(int(c or 0) for c in counts)
-            pending += int(info.get("pending") or 0)
-            lag += _lag(self.client, stream, info)
-        return GroupStatus(lag, pending, dropped)
+            info = next((g for g in groups if text(g.get("name")) == self.group), None)
+            if info is not None:
+                total = total + shard_status(self.client, self.keys, shard, info)
+        return total
+
+
+def shard_status(client: StoreClient, keys: Keys, shard: int, info: t.Mapping[str, t.Any]) -> GroupStatus:
+    """One shard's counts for the group ``info`` describes (one entry of ``XINFO GROUPS`` on its stream).
+
+    Shared by the exporter's own :meth:`GroupReader.status` and the API's view
+    of every group (:mod:`httpqueue.export.status`), so both count drops alike.
+    """
+    group = text(info.get("name"))
+    counts = client.hmget(keys.export_counts(shard), f"{group}:dropped", f"{group}:lost")
+    return GroupStatus(lag=_lag(client, keys.events(shard), info), pending=int(info.get("pending") or 0),
+                       dropped=sum(int(c or 0) for c in counts))
 
 
 def _lag(client: StoreClient, stream: str, info: t.Mapping[str, t.Any]) -> int:
     """Redis's own count of entries not yet handed to the group, else (after a trim) a count of them."""
     if info.get("lag") is not None:
         return int(info["lag"])
-    last = _text(info.get("last-delivered-id")) or "0-0"
+    last = text(info.get("last-delivered-id")) or "0-0"
     return len(client.xrange(stream, min=f"({last}", max="+", count=100_000) or [])
 
 
 def _entry(shard: int, entry_id: t.Any, fields: t.Any) -> Entry:
     """An :class:`Entry` from redis-py's reply (a dict of fields) or a Lua reply (a flat list)."""
-    text = {_text(k): _text(v) for k, v in fields.items()} if isinstance(fields, dict) else _flat(fields)
+    values = {text(k): text(v) for k, v in fields.items()} if isinstance(fields, dict) else _flat(fields)
     try:
-        event: Event | None = parse(shard, _text(entry_id), text)
+        event: Event | None = parse(shard, text(entry_id), values)
     except (KeyError, ValueError):
         event = None
-    return Entry(shard, _text(entry_id), event)
+    return Entry(shard, text(entry_id), event)
 
 
 def _flat(fields: t.Sequence[t.Any]) -> dict[str, str]:
     """A Lua reply's flat ``field, value, ...`` list as a dict."""
-    return {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
+    return {text(fields[i]): text(fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
 
 
 def _by_shard(entries: t.Iterable[Entry]) -> dict[int, list[str]]:
@@ -177,5 +188,6 @@ def _by_shard(entries: t.Iterable[Entry]) -> dict[int, list[str]]:
     return grouped
 
 
-def _text(value: t.Any) -> str:
+def text(value: t.Any) -> str:
+    """A Redis reply value as ``str`` (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
