@@ -1,4 +1,4 @@
-"""The operator's commands: ``httpqueue tasks|topics|schedules|nodes``, built on :mod:`httpqueue.client`.
+"""The operator's commands: ``httpqueue tasks|topics|schedules|nodes|export-status``, on :mod:`httpqueue.client`.
 
 They talk to a running API (``--url``/``HTTPQUEUE_URL``, ``--token``/
 ``HTTPQUEUE_TOKEN``), print a table (or ``--json``), and exit with a code a
@@ -431,5 +431,33 @@ def nodes(client: Client, out: Output) -> None:
     out.many([_node_row(n) for n in client.nodes()], NODE_COLUMNS)
 
 
-COMMANDS: tuple[click.Command, ...] = (tasks, topics, schedules, nodes)
+# -- export
+
+EXPORT_COLUMNS = ("sink", "lag", "pending", "dropped", "last_delivered_age", "consumers")
+
+
+def _sink_row(sink: t.Any) -> dict[str, t.Any]:
+    return {"sink": sink.sink, "lag": sink.lag, "pending": sink.pending, "dropped": sink.dropped,
+            "last_delivered_age": None if sink.last_delivered_age is None else f"{sink.last_delivered_age:.1f}s",
+            "consumers": ",".join(c.name for c in sink.consumers) or None}
+
+
+@api_command(None, "export-status")
+def export_status(client: Client, out: Output) -> None:
+    """Per sink of the event export: events not read yet (lag), not acknowledged (pending), lost to the bound.
+
+    ``httpqueue export`` is the exporter itself; this asks the API what every
+    exporter's consumer group has done, so it works from anywhere.
+    """
+    found = client.export_status()
+    if out.as_json:
+        out.one(found, ())
+        return
+    state = f"on, at most {found.max_events} events per shard stream" if found.enabled else "off"
+    click.echo(f"event export is {state} ({found.shards} shards)")
+    if found.sinks:
+        out.many([_sink_row(s) for s in found.sinks], EXPORT_COLUMNS)
+
+
+COMMANDS: tuple[click.Command, ...] = (tasks, topics, schedules, nodes, export_status)
 """What ``httpqueue/cli.py`` registers on the ``httpqueue`` command."""

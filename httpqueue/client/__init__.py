@@ -21,7 +21,8 @@ from httpqueue.client.errors import (
     Unavailable,
 )
 from httpqueue.client.models import (
-    BatchResult, Changed, Circuit, Created, Event, HttpMethod, Minute, Node, Options, Readiness, RetryPolicy,
+    BatchResult, Changed, Circuit, Created, Event, ExportConsumer, ExportSink, ExportStatus, HttpMethod, Minute,
+    Node, Options, Readiness, RetryPolicy,
     Schedule, State, Stats, Status, SuccessRule, Task, TaskPage, TaskSpec, Topic,
 )
 from httpqueue.client.sync import Client
@@ -29,7 +30,8 @@ from httpqueue.client.transport import Retries
 
 __all__ = [
     "BATCH_MAX", "KEEP", "OPERATIONS", "ApiError", "AsyncClient", "BatchResult", "Changed", "Circuit", "Client",
-    "Conflict", "ConnectionFailed", "Created", "Event", "HttpMethod", "InvalidRequest", "Minute", "Node", "NotFound",
+    "Conflict", "ConnectionFailed", "Created", "Event", "ExportConsumer", "ExportSink", "ExportStatus",
+    "HttpMethod", "InvalidRequest", "Minute", "Node", "NotFound",
     "Options", "PayloadTooLarge", "Readiness", "Retries", "RetryPolicy", "Schedule", "ServerError", "State",
     "Stats", "Status", "SuccessRule", "Task", "TaskPage", "TaskSpec", "Topic", "Unauthorized", "Unavailable",
 ]

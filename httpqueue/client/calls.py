@@ -14,7 +14,8 @@ import uuid
 from urllib.parse import quote
 
 from httpqueue.client.models import (
-    BatchResult, Changed, Created, Event, Minute, Node, Readiness, Schedule, Stats, Status, Task, TaskPage, TaskSpec,
+    BatchResult, Changed, Created, Event, ExportStatus, Minute, Node, Readiness, Schedule, Stats, Status, Task,
+    TaskPage, TaskSpec,
     Topic,
 )
 from httpqueue.states import State
@@ -274,6 +275,10 @@ def ready() -> Call[Readiness]:
     return Call(Method.GET, "/ready", Readiness.from_json, resend=Resend.NEVER, accept=frozenset({200, 503}))
 
 
+def export_status() -> Call[ExportStatus]:
+    return Call(Method.GET, "/v1/export", ExportStatus.from_json)
+
+
 def status() -> Call[Status]:
     return Call(Method.GET, "/status", Status.from_json)
 
@@ -315,6 +320,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/schedules/{schedule_id}/pause"): "pause_schedule",
     ("POST", "/v1/schedules/{schedule_id}/resume"): "resume_schedule",
     ("GET", "/v1/nodes"): "nodes",
+    ("GET", "/v1/export"): "export_status",
 }
 """Each operation of the API (method, OpenAPI path) and the method of :class:`~httpqueue.client.Client`
 (and :class:`~httpqueue.client.AsyncClient`) that calls it."""

@@ -15,7 +15,8 @@ import typing as t
 from httpqueue.states import State
 
 __all__ = [
-    "BatchResult", "Changed", "Circuit", "Created", "Event", "HttpMethod", "Minute", "Node", "Options", "Readiness",
+    "BatchResult", "Changed", "Circuit", "Created", "Event", "ExportConsumer", "ExportSink", "ExportStatus",
+    "HttpMethod", "Minute", "Node", "Options", "Readiness",
     "RetryPolicy", "Schedule", "State", "Stats", "Status", "SuccessRule", "Task", "TaskPage", "TaskSpec", "Topic",
 ]
 
@@ -381,3 +382,55 @@ class Node:
     @classmethod
     def from_json(cls, data: t.Mapping[str, t.Any]) -> Node:
         return cls(**{**_known(cls, data), "raw": dict(data)})
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConsumer:
+    """One ``httpqueue export`` process reading for a sink: what it holds unacknowledged, how long it has been quiet."""
+
+    name: str
+    pending: int = 0
+    idle_seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: t.Mapping[str, t.Any]) -> ExportConsumer:
+        return cls(**_known(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSink:
+    """One sink's progress (``GET /v1/export``): events not read yet (``lag``), read and not acknowledged
+    (``pending``), and lost to the streams' bound before the sink got them (``dropped``)."""
+
+    sink: str
+    group: str = ""
+    lag: int = 0
+    pending: int = 0
+    dropped: int = 0
+    last_delivered_id: str | None = None
+    last_delivered_at: float | None = None
+    """When the newest entry handed to the sink's exporters was written, Unix seconds."""
+    last_delivered_age: float | None = None
+    consumers: list[ExportConsumer] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: t.Mapping[str, t.Any]) -> ExportSink:
+        known = _known(cls, data)
+        known["consumers"] = [ExportConsumer.from_json(c) for c in data.get("consumers") or []]
+        return cls(**known)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportStatus:
+    """``GET /v1/export``: whether events are written, each shard stream's bound, and every sink's progress."""
+
+    enabled: bool
+    max_events: int = 0
+    shards: int = 0
+    sinks: list[ExportSink] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: t.Mapping[str, t.Any]) -> ExportStatus:
+        known = _known(cls, data)
+        known["sinks"] = [ExportSink.from_json(s) for s in data.get("sinks") or []]
+        return cls(**known)

@@ -11,7 +11,8 @@ from httpqueue.client import calls
 from httpqueue.client.calls import KEEP, Call, Keep
 from httpqueue.client.errors import ApiError
 from httpqueue.client.models import (
-    BatchResult, Changed, Created, Event, Minute, Node, Options, Readiness, Schedule, Stats, Status, Task, TaskPage,
+    BatchResult, Changed, Created, Event, ExportStatus, Minute, Node, Options, Readiness, Schedule, Stats, Status,
+    Task, TaskPage,
     TaskSpec, Topic, When,
 )
 from httpqueue.client.transport import (
@@ -226,6 +227,10 @@ class Client:
     def nodes(self) -> list[Node]:
         """The live API nodes and workers."""
         return self._send(calls.nodes())
+
+    def export_status(self) -> ExportStatus:
+        """Per sink of the event export: events not read yet, not acknowledged, and lost to the streams' bound."""
+        return self._send(calls.export_status())
 
     def health(self) -> bool:
         """Whether the API process answers (liveness)."""
