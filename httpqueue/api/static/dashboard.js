@@ -121,6 +121,35 @@ function renderNodes(nodes) {
     Object.entries(nodes.counts).map(([role, n]) => `${n} ${role}`).join(", ");
 }
 
+// Event export per sink (GET /v1/export). The streams hold at most max_events per shard, so a sink whose lag
+// reaches that loses events: a row turns red once anything was dropped or the lag passes half the streams' room.
+function renderExport(exp) {
+  const table = document.getElementById("export"), state = document.getElementById("export-state");
+  const room = exp.max_events * exp.shards;
+  state.textContent = exp.enabled
+    ? `on, at most ${fmt(exp.max_events)} events per shard stream (${exp.shards} shard${exp.shards === 1 ? "" : "s"})` : "export is off";
+  const rows = exp.sinks.map((s) => {
+    const bad = s.dropped > 0 || (room > 0 && s.lag > room / 2);
+    return el("tr", {"data-sink": s.sink, class: bad ? "bad" : ""},
+      el("td", {}, s.sink),
+      el("td", {class: "num", "data-col": "lag"}, fmt(s.lag) + (room ? ` / ${fmt(room)}` : "")),
+      el("td", {class: "num", "data-col": "pending"}, fmt(s.pending)),
+      el("td", {class: "num", "data-col": "dropped"}, fmt(s.dropped)),
+      el("td", {"data-col": "last"}, s.last_delivered_age == null ? "never" : age(s.last_delivered_age) + " ago"),
+      el("td", {"data-col": "consumers", title: s.consumers.map((c) => `${c.name}: ${c.pending} pending, idle ` +
+                                                                 age(c.idle_seconds)).join("\n")},
+         s.consumers.length ? s.consumers.map((c) => c.name).join(", ") : "none"));
+  });
+  table.querySelector("tbody").replaceChildren(...rows);
+  table.hidden = !rows.length;
+  if (exp.enabled && !rows.length) state.textContent += "; no exporter has read yet";
+}
+
+async function refreshExport() {
+  try { renderExport(await api("/v1/export")); }
+  catch (e) { document.getElementById("export-state").textContent = "unknown: " + e.message; }
+}
+
 function renderFailures(page) {
   const rows = page.tasks.map((t) => el("tr", {"data-task": t.id},
     el("td", {}, el("a", {class: "id", onclick: () => showTask(t.id)}, t.id)),
@@ -180,6 +209,7 @@ async function refresh() {
       api("/status"), api("/v1/nodes")]);
     renderBanner(status); renderTotals(stats, status); renderTopics(stats, topics); renderFailures(failures);
     renderNodes(nodes);
+    await refreshExport();
     const m = series.minutes.map((p) => Object.assign({}, p, {retried: p.retrying}));
     chart("chart-throughput", m, ["succeeded", "retried", "failed"], ["#2e8b57", "#d9902f", "#c8413b"]);
     chart("chart-lateness", m, ["late_p50_ms", "late_p99_ms", "late_mean_ms"], ["#3b6fd8", "#c8413b", "#2e8b57"]);
