@@ -11,6 +11,7 @@ are grouped per node by :class:`~httpqueue.store.scripts.ScriptCalls`).
 from __future__ import annotations
 
 import dataclasses
+import time
 import typing as t
 from importlib import resources
 
@@ -110,9 +111,16 @@ class GroupReader:
         return entries
 
     def ack(self, entries: t.Iterable[Entry]) -> None:
-        """Acknowledge entries a sink accepted (or rejected for good): they leave the pending list."""
+        """Acknowledge entries a sink accepted (or rejected for good): they leave the pending list.
+
+        The time is kept too (:func:`acked_field`): Redis records when a group
+        last read, not when it last acknowledged, and that is what says a sink
+        still takes events, for whoever looks (``GET /v1/export``).
+        """
+        now_ms = int(time.time() * 1000)
         for shard, ids in _by_shard(entries).items():
             self.client.xack(self.keys.events(shard), self.group, *ids)
+            self.client.hset(self.keys.export_counts(shard), acked_field(self.group), now_ms)
 
     def touch(self, entries: t.Iterable[Entry]) -> None:
         """Reset the idle time of entries still being retried, so no other exporter claims them meanwhile."""
@@ -144,6 +152,11 @@ class GroupReader:
             if info is not None:
                 total = total + shard_status(self.client, self.keys, shard, info)
         return total
+
+
+def acked_field(group: str) -> str:
+    """The field of the shard's count hash holding the Unix ms of the group's last acknowledgement there."""
+    return f"{group}:acked"
 
 
 def shard_status(client: StoreClient, keys: Keys, shard: int, info: t.Mapping[str, t.Any]) -> GroupStatus:

@@ -136,7 +136,8 @@ class Keys:
         return f"{self.tag(shard)}:{EXPORT_SWITCH_SUFFIX}"
 
     def export_counts(self, shard: int) -> str:
-        """Hash ``<group>:read`` / ``<group>:dropped`` / ``<group>:lost``: what each exporter group read and missed."""
+        """Hash ``<group>:read`` / ``<group>:dropped`` / ``<group>:lost``: what each exporter group read and missed;
+        ``<group>:acked``: Unix ms of its last acknowledgement in the shard."""
         return f"{self.tag(shard)}:evcount"
 
     def schedule_tag(self) -> str:
