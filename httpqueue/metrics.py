@@ -226,7 +226,12 @@ class ExportCollector:
             lag.add_metric([sink.sink], sink.counts.lag)
             pending.add_metric([sink.sink], sink.counts.pending)
             dropped.add_metric([sink.sink], sink.counts.dropped)
-        yield from (lag, pending, dropped)
+        success = GaugeMetricFamily("httpqueue_export_last_success_seconds",
+                                    "Unix time of a sink's last accepted batch", labels=["sink"])
+        for sink in found.sinks:
+            if sink.last_acked_ms:
+                success.add_metric([sink.sink], sink.last_acked_ms / 1000)
+        yield from (lag, pending, dropped, success)
         yield GaugeMetricFamily("httpqueue_export_max_events",
                                 "Bound of each shard's event stream (0: export is off)", value=found.max_events)
 

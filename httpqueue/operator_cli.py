@@ -433,12 +433,12 @@ def nodes(client: Client, out: Output) -> None:
 
 # -- export
 
-EXPORT_COLUMNS = ("sink", "lag", "pending", "dropped", "last_delivered_age", "consumers")
+EXPORT_COLUMNS = ("sink", "lag", "pending", "dropped", "last_success_age", "consumers")
 
 
 def _sink_row(sink: t.Any) -> dict[str, t.Any]:
     return {"sink": sink.sink, "lag": sink.lag, "pending": sink.pending, "dropped": sink.dropped,
-            "last_delivered_age": None if sink.last_delivered_age is None else f"{sink.last_delivered_age:.1f}s",
+            "last_success_age": None if sink.last_success_age is None else f"{sink.last_success_age:.1f}s",
             "consumers": ",".join(c.name for c in sink.consumers) or None}
 
 

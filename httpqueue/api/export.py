@@ -42,6 +42,11 @@ class ExportSinkSchema(Schema):
         "description": "When that entry was written, Unix seconds."})
     last_delivered_age = fields.Float(allow_none=True, metadata={
         "description": "Seconds since that entry was written: how far behind the sink's reads are."})
+    last_success_at = fields.Float(allow_none=True, metadata={
+        "description": "When an exporter last acknowledged events of this sink (the sink took them, or refused "
+                       "them for good), Unix seconds; null before the first."})
+    last_success_age = fields.Float(allow_none=True, metadata={
+        "description": "Seconds since then: growing while `lag` or `pending` is not 0 means the sink is stuck."})
     consumers = fields.List(fields.Nested(ExportConsumerSchema))
 
 
@@ -78,8 +83,14 @@ def document(found: export_status.ExportStatus, now: float) -> dict[str, t.Any]:
 
 def _sink(sink: export_status.SinkStatus, now: float) -> dict[str, t.Any]:
     at = sink.last_delivered_ms / 1000 if sink.last_delivered_ms is not None else None
+    success = sink.last_acked_ms / 1000 if sink.last_acked_ms is not None else None
     return {"sink": sink.sink, "group": sink.group, "lag": sink.counts.lag, "pending": sink.counts.pending,
             "dropped": sink.counts.dropped, "last_delivered_id": sink.last_delivered_id,
-            "last_delivered_at": at, "last_delivered_age": None if at is None else round(max(0.0, now - at), 3),
+            "last_delivered_at": at, "last_delivered_age": _age(at, now),
+            "last_success_at": success, "last_success_age": _age(success, now),
             "consumers": [{"name": c.name, "pending": c.pending, "idle_seconds": c.idle_ms / 1000}
                           for c in sink.consumers]}
+
+
+def _age(at: float | None, now: float) -> float | None:
+    return None if at is None else round(max(0.0, now - at), 3)

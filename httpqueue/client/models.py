@@ -411,6 +411,9 @@ class ExportSink:
     last_delivered_at: float | None = None
     """When the newest entry handed to the sink's exporters was written, Unix seconds."""
     last_delivered_age: float | None = None
+    last_success_at: float | None = None
+    """When an exporter last acknowledged events of the sink (it took them), Unix seconds."""
+    last_success_age: float | None = None
     consumers: list[ExportConsumer] = dataclasses.field(default_factory=list)
 
     @classmethod

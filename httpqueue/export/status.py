@@ -22,7 +22,7 @@ import redis
 from httpqueue.connections import StoreClient
 from httpqueue.export import switch
 from httpqueue.export.exporter import GROUP_PREFIX
-from httpqueue.export.stream import GroupStatus, shard_status, text
+from httpqueue.export.stream import GroupStatus, acked_field, shard_status, text
 from httpqueue.store.keys import Keys
 
 MAX_GROUPS = 20
@@ -46,6 +46,7 @@ class SinkStatus:
     group: str
     counts: GroupStatus             # lag, pending, dropped, as the exporter counts them
     last_delivered_id: str | None   # the newest entry handed to the group on any shard
+    last_acked_ms: int | None = None  # Unix ms of the group's last acknowledgement on any shard: its last success
     consumers: tuple[ConsumerStatus, ...] = ()
 
     @property
@@ -78,7 +79,8 @@ def read(client: StoreClient, keys: Keys, *, consumers: bool = True) -> ExportSt
             if name not in groups and len(groups) >= MAX_GROUPS:
                 continue
             sums = groups.setdefault(name, _Sums())
-            sums.add(shard_status(client, keys, shard, info), text(info.get("last-delivered-id") or "0-0"))
+            sums.add(shard_status(client, keys, shard, info), text(info.get("last-delivered-id") or "0-0"),
+                     int(client.hget(keys.export_counts(shard), acked_field(name)) or 0))
             if consumers:
                 sums.add_consumers(client.xinfo_consumers(keys.events(shard), name))
     return ExportStatus(enabled=any(bounds), max_events=max(bounds, default=0), shards=keys.shards,
@@ -100,11 +102,13 @@ class _Sums:
 
     counts: GroupStatus = dataclasses.field(default_factory=lambda: GroupStatus(0, 0, 0))
     last_id: tuple[int, int] = (0, 0)
+    acked_ms: int = 0
     consumers: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # name -> (pending, idle)
 
-    def add(self, counts: GroupStatus, last_delivered: str) -> None:
+    def add(self, counts: GroupStatus, last_delivered: str, acked_ms: int) -> None:
         self.counts = self.counts + counts
         self.last_id = max(self.last_id, _id_pair(last_delivered))
+        self.acked_ms = max(self.acked_ms, acked_ms)
 
     def add_consumers(self, replies: t.Iterable[t.Mapping[str, t.Any]]) -> None:
         for reply in replies:
@@ -118,7 +122,7 @@ class _Sums:
         consumers = tuple(ConsumerStatus(name, pending, idle)
                           for name, (pending, idle) in sorted(self.consumers.items()))
         return SinkStatus(sink=group[len(GROUP_PREFIX):], group=group, counts=self.counts,
-                          last_delivered_id=last, consumers=consumers)
+                          last_delivered_id=last, last_acked_ms=self.acked_ms or None, consumers=consumers)
 
 
 def _id_pair(entry_id: str) -> tuple[int, int]:

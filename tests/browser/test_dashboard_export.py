@@ -65,6 +65,8 @@ def test_export_panel_shows_each_sink_and_marks_the_one_that_lost_events(env: di
             assert page.inner_text(f'{fine} td[data-col="dropped"]') == "0"
             assert page.inner_text(f'{fine} td[data-col="lag"]') == f"0 / {BOUND}"
             assert page.inner_text(f'{fine} td[data-col="consumers"]') == "exporter-1"
+            assert page.inner_text(f'{fine} td[data-col="last"]').endswith(" s ago")
+            assert page.inner_text(f'{late} td[data-col="last"]') == "never"  # it never acknowledged
             assert f"at most {BOUND} events" in page.inner_text("#export-state")
             ARTIFACTS.mkdir(exist_ok=True)
             page.locator("#export-panel").screenshot(path=str(ARTIFACTS / "dashboard-export.png"))

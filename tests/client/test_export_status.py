@@ -48,6 +48,7 @@ def test_both_clients_and_the_command_show_the_sink(client_api: Api, sink: str) 
     assert (found.lag, found.pending, found.dropped) == (3, 1, 0)
     assert found.group == f"export:{sink}" and [c.name for c in found.consumers] == ["client-test"]
     assert found.last_delivered_at is not None and found.last_delivered_age is not None
+    assert found.last_success_at is not None and found.last_success_age is not None
 
     async def asynchronous() -> ExportStatus:
         async with AsyncClient(client_api.url, token=TOKEN, environ={}) as hq:

@@ -3,6 +3,7 @@ calls and a consumer group a real reader made; on a standalone Redis and on a Re
 from __future__ import annotations
 
 import re
+import time
 import typing as t
 
 import pytest
@@ -40,6 +41,7 @@ def test_lag_pending_and_drops_show_in_the_status_the_endpoint_and_the_metrics(
     kept = sum(int(client.xlen(ctx.keys.events(s))) for s in range(ctx.keys.shards))
     read = reader.read_new(1000)
     assert len(read) == kept < 300
+    before_ack = time.time()
     reader.ack(read[:10])
     for n in range(5):  # written after the read: the lag
         parked(ctx.store, NOW + 1000 + n)
@@ -51,6 +53,7 @@ def test_lag_pending_and_drops_show_in_the_status_the_endpoint_and_the_metrics(
     assert (sink.sink, sink.group, sink.counts) == ("memory", "export:memory", expected)
     assert sink.counts == reader.status()  # the exporter's own count, the same
     assert [(c.name, c.pending) for c in sink.consumers] == [("exporter-a", kept - 10)]
+    assert sink.last_acked_ms is not None and before_ack - 1 <= sink.last_acked_ms / 1000 <= time.time() + 1
     assert sink.last_delivered_id == max(read, key=lambda e: tuple(map(int, e.entry_id.split("-")))).entry_id
 
     api = create_app(ctx.settings).test_client()
@@ -60,11 +63,13 @@ def test_lag_pending_and_drops_show_in_the_status_the_endpoint_and_the_metrics(
     assert (doc["sink"], doc["lag"], doc["pending"], doc["dropped"]) == ("memory", 5, kept - 10, 300 - kept)
     assert doc["last_delivered_id"] == sink.last_delivered_id and doc["last_delivered_at"] is not None
     assert doc["consumers"][0]["name"] == "exporter-a" and doc["consumers"][0]["idle_seconds"] >= 0
+    assert doc["last_success_at"] == sink.last_acked_ms / 1000 and 0 <= doc["last_success_age"] < 60
 
     text = api.get("/metrics").get_data(as_text=True)
     assert metric(text, "httpqueue_export_lag_events", "memory") == 5
     assert metric(text, "httpqueue_export_pending_events", "memory") == kept - 10
     assert metric(text, "httpqueue_export_dropped_events", "memory") == 300 - kept
+    assert metric(text, "httpqueue_export_last_success_seconds", "memory") == sink.last_acked_ms / 1000
     assert re.search(r"^httpqueue_export_max_events 50\.0$", text, re.M)
 
 

@@ -135,7 +135,9 @@ function renderExport(exp) {
       el("td", {class: "num", "data-col": "lag"}, fmt(s.lag) + (room ? ` / ${fmt(room)}` : "")),
       el("td", {class: "num", "data-col": "pending"}, fmt(s.pending)),
       el("td", {class: "num", "data-col": "dropped"}, fmt(s.dropped)),
-      el("td", {"data-col": "last"}, s.last_delivered_age == null ? "never" : age(s.last_delivered_age) + " ago"),
+      el("td", {"data-col": "last", title: s.last_delivered_age == null ? "nothing read yet"
+                                            : "last read " + age(s.last_delivered_age) + " ago"},
+         s.last_success_age == null ? "never" : age(s.last_success_age) + " ago"),
       el("td", {"data-col": "consumers", title: s.consumers.map((c) => `${c.name}: ${c.pending} pending, idle ` +
                                                                  age(c.idle_seconds)).join("\n")},
          s.consumers.length ? s.consumers.map((c) => c.name).join(", ") : "none"));
