@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import re
 import time
+import types
 import typing as t
 
 import pytest
 
 from httpqueue.api.app import create_app
+from httpqueue.connections import redis_client
 from httpqueue.context import Context
+from httpqueue.embedded import free_port
 from httpqueue.export import status, switch
 from httpqueue.export.stream import GroupReader, GroupStatus
+from httpqueue.metrics import ExportCollector
+from httpqueue.store.keys import Keys
 from tests.support.cluster import STORE_KINDS
-from tests.support.store import parked
+from tests.support.store import fresh_prefix, parked
 
 NOW = 1_764_130_000_000
 
@@ -79,3 +84,10 @@ def test_without_export_the_status_says_off_and_lists_no_sink(make_context: t.Ca
     client.xgroup_create(ctx.keys.events(0), "not-an-exporter", id="0", mkstream=True)  # other groups are ignored
     body = create_app(ctx.settings).test_client().get("/v1/export").get_json()
     assert body == {"enabled": False, "max_events": 0, "shards": 2, "sinks": []}
+
+
+def test_a_scrape_leaves_the_export_gauges_out_while_redis_does_not_answer() -> None:
+    """The API's /metrics answers with what it has: the export gauges are skipped, not an error."""
+    ctx = types.SimpleNamespace(store=types.SimpleNamespace(redis=redis_client(f"redis://127.0.0.1:{free_port()}")),
+                                keys=Keys(fresh_prefix(), 2))
+    assert list(ExportCollector(ctx).collect()) == []
