@@ -24,7 +24,7 @@ class ListArgs(Schema):
 
     state = fields.String(validate=validate.OneOf([s.value for s in State]))
     topic = fields.String(validate=validate.Length(1, 200))
-    cursor = fields.String(validate=Pattern(r"^\d+\.\d+\.\d+$", error="not a cursor from a previous page"))
+    cursor = fields.String(validate=Pattern(r"^\d{1,3}\.\d{1,6}\.\d{1,15}$", error="not a cursor from a previous page"))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 

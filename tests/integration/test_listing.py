@@ -186,3 +186,15 @@ def test_finished_tasks_behind_a_crowd_fill_the_first_page(crowded: tuple[TaskSt
     assert [task.state for task in page.tasks] == [State.SUCCEEDED] * 3
     crowd = store.list_tasks(State.SCHEDULED, "crowd", None, limit=500)
     assert len(crowd.tasks) == 500 and crowd.cursor
+
+
+@pytest.mark.parametrize("cursor", ["0000.1.009293699967807004970990", "0.1.9999999999999999", "1000.0.0"])
+def test_a_cursor_with_numbers_no_page_has_is_refused_not_a_500(client: t.Any, cursor: str) -> None:
+    """Found by the OpenAPI fuzzer: an offset past a double's integers failed in the listing script (a 500)."""
+    answer = client.get(f"/v1/tasks?cursor={cursor}")
+    assert answer.status_code == 400 and "cursor" in answer.get_json()["fields"]
+
+
+def test_the_largest_offset_a_cursor_may_have_is_read_past_the_end_of_its_shard(client: t.Any) -> None:
+    answer = client.get("/v1/tasks?cursor=0.1.999999999999999")
+    assert answer.status_code == 200 and isinstance(answer.get_json()["tasks"], list)
