@@ -3,12 +3,11 @@
 One master, one replica, three sentinels (Debian's redis-server and
 redis-sentinel on loopback ports); the service uses ``sentinel://`` URLs for
 both the store (redis-py's Sentinel) and the Celery broker (kombu's sentinel
-transport). The master is killed with SIGKILL in the middle of the load.
+transport); the setup is ``tests/support/sentinel.py``. The master is killed
+with SIGKILL in the middle of the load.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 import typing as t
 from pathlib import Path
@@ -21,80 +20,28 @@ from httpqueue.embedded import free_port
 from tests.support.faults import Load, Service, assert_duplicates_explained, drive, settle
 from tests.support.processes import wait_until
 from tests.support.receiver import Receiver
+from tests.support.sentinel import MASTER, SentinelGroup, have_sentinel_tools
 
 pytestmark = [pytest.mark.faults]
-MASTER = "hqmaster"
 
-if not (shutil.which("redis-sentinel") and shutil.which("redis-server")):
+if not have_sentinel_tools():
     pytest.skip("Debian's redis-server and redis-sentinel are needed (apt-get install redis-sentinel)",
                 allow_module_level=True)
 
 
-class Cluster:
-    """A master, a replica and three sentinels in ``tmp``."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.ports = {"master": free_port(), "replica": free_port()}
-        self.sentinels = [free_port() for _ in range(3)]
-
-    def _redis(self, name: str, *extra: str) -> None:
-        folder = self.tmp / name
-        folder.mkdir(exist_ok=True)
-        self.procs[name] = subprocess.Popen(
-            ["redis-server", "--port", str(self.ports[name]), "--bind", "127.0.0.1", "--dir", str(folder),
-             "--appendonly", "yes", "--save", "", *extra], stdout=subprocess.DEVNULL)
-
-    def start(self) -> Cluster:
-        self._redis("master")
-        self._redis("replica", "--replicaof", "127.0.0.1", str(self.ports["master"]))
-        for i, port in enumerate(self.sentinels):
-            conf = self.tmp / f"sentinel{i}.conf"
-            conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel resolve-hostnames no\n"
-                            f"sentinel monitor {MASTER} 127.0.0.1 {self.ports['master']} 2\n"
-                            f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                            f"sentinel failover-timeout {MASTER} 5000\n")
-            self.procs[f"sentinel{i}"] = subprocess.Popen(["redis-sentinel", str(conf)], stdout=subprocess.DEVNULL)
-        replica = self.client("replica")
-        wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 15, "replica linked")
-        # a sentinel learns of replicas from the master's INFO (every 10 s): until each one lists the
-        # replica, a failover has no candidate and is retried only after 2 x failover-timeout
-        sentinels = [redis.Redis(port=port) for port in self.sentinels]
-        wait_until(lambda: all(s.sentinel_master(MASTER).get("num-other-sentinels") == 2 for s in sentinels),
-                   15, "sentinels met")
-        wait_until(lambda: all(s.sentinel_master(MASTER).get("num-slaves") == 1 for s in sentinels),
-                   25, "sentinels know the replica")
-        return self
-
-    @property
-    def url(self) -> str:
-        return ";".join(f"sentinel://127.0.0.1:{port}" for port in self.sentinels)
-
-    def client(self, name: str) -> redis.Redis:
-        return redis.Redis(port=self.ports[name], socket_timeout=2)
-
-    def current_master_port(self) -> int:
-        return int(redis.Redis(port=self.sentinels[1]).sentinel_get_master_addr_by_name(MASTER)[1])
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @pytest.fixture
-def cluster(tmp_path: Path) -> t.Iterator[Cluster]:
-    c = Cluster(tmp_path).start()
+def cluster(tmp_path: Path) -> t.Iterator[SentinelGroup]:
+    """A Sentinel setup of the test's own (the test kills its master), ready to fail over."""
+    c = SentinelGroup(tmp_path).start()
     yield c
     c.stop()
 
 
-def sentinel_service(tmp_path: Path, cluster: Cluster, **overrides: t.Any) -> Service:
+def sentinel_service(tmp_path: Path, cluster: SentinelGroup, **overrides: t.Any) -> Service:
     return Service(tmp_path, redis_url=cluster.url, broker_url=cluster.url, sentinel_master=MASTER, **overrides)
 
 
-def test_failover_to_the_replica_under_load(tmp_path: Path, cluster: Cluster, receiver: Receiver,
+def test_failover_to_the_replica_under_load(tmp_path: Path, cluster: SentinelGroup, receiver: Receiver,
                                             topic: str) -> None:
     path = f"/{topic}"
     service = sentinel_service(tmp_path, cluster, create_min_replicas=1, create_replica_timeout=0.5)
@@ -134,7 +81,8 @@ def test_failover_to_the_replica_under_load(tmp_path: Path, cluster: Cluster, re
         service.stop()
 
 
-def test_create_waits_for_a_replica_or_answers_503(tmp_path: Path, cluster: Cluster, receiver: Receiver) -> None:
+def test_create_waits_for_a_replica_or_answers_503(tmp_path: Path, cluster: SentinelGroup,
+                                                   receiver: Receiver) -> None:
     service = sentinel_service(tmp_path, cluster, create_min_replicas=1, create_replica_timeout=0.3)
     try:
         service.start_api(workers=1)
