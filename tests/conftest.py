@@ -25,6 +25,7 @@ from httpqueue.store.tasks import TaskStore
 from tests.support.cluster import LocalCluster, have_cluster_tools
 from tests.support.processes import settings_env, start_worker
 from tests.support.receiver import Receiver
+from tests.support.sentinel import SentinelGroup, have_sentinel_tools
 from tests.support.settings import TEST_SETTINGS
 from tests.support.store import FreshContexts
 
@@ -44,6 +45,17 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[LocalC
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[SentinelGroup]:
+    """A master, a replica and three sentinels for the session (never failed over: the fault tests that
+    kill a master start their own, ``tests/faults/test_sentinel.py``)."""
+    if not have_sentinel_tools():
+        pytest.skip("Debian's redis-server and redis-sentinel are needed (apt-get install redis-sentinel)")
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel")).start(failover_ready=False)
+    yield group
+    group.stop()
 
 
 @pytest.fixture
