@@ -34,6 +34,7 @@ import time
 import typing as t
 from pathlib import Path
 
+import psutil
 import requests
 
 from bench.chaos_faults import Failovers, Fault, Killer, Nodes
@@ -213,10 +214,10 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         if args.sentinel:
             from redis.sentinel import Sentinel
 
-            from tests.faults.test_sentinel import MASTER, Cluster
+            from tests.support.sentinel import MASTER, SentinelGroup
 
             log("starting the Sentinel setup")
-            cluster = Cluster(tmp)
+            cluster = SentinelGroup(tmp)
             stoppers.append(cluster.stop)
             cluster.start()
             settings.update(redis_url=cluster.url, broker_url=cluster.url, sentinel_master=MASTER,
@@ -279,6 +280,13 @@ def main(argv: t.Sequence[str] | None = None) -> int:
                 "tasks": evidence(nodes.url, sorted(broken) + figures["_unexplained"][:20] + late[-5:]),
             }, indent=1, default=str))
             figures["evidence"] = str(out.relative_to(ARTIFACTS.parent))
+        if figures["_unexplained"]:
+            stacks = ARTIFACTS / f"chaos{stamp}-stacks.txt"
+            try:
+                nodes.dump_stacks(stacks)
+                figures["stacks"] = str(stacks.relative_to(ARTIFACTS.parent))
+            except (OSError, subprocess.SubprocessError, psutil.Error) as exc:
+                log(f"py-spy dump: {exc!r}")
         figures["restart_errors"] = killer.errors + (failovers.errors if failovers else [])
         figures["passed_on_by_nginx"] = nodes.nginx.upstream_errors()
         figures["load_s"] = round(load_s, 1)

@@ -6,7 +6,7 @@
 SIGKILLs a random one of them (its whole process group) every few seconds and
 starts it again on the same port or under the same name (a new incarnation)
 after a short pause. :class:`Failovers` kills the Redis master of the Sentinel
-setup of ``tests/faults/test_sentinel.py`` and, once the sentinels have
+setup of ``tests/support/sentinel.py`` and, once the sentinels have
 promoted its replica, starts it again as the new master's replica. Every fault
 is recorded (:class:`Fault`): the final count explains each duplicate delivery
 by a fault shortly before it.
@@ -16,6 +16,9 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import random
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -31,7 +34,7 @@ from tests.support.nginx import Nginx
 from tests.support.processes import Proc, start_api, wait_until
 
 if t.TYPE_CHECKING:
-    from tests.faults.test_sentinel import Cluster as SentinelCluster
+    from tests.support.sentinel import SentinelGroup
 
 PAUSE = (0.5, 3.0)
 """Seconds a killed node stays down before it is started again."""
@@ -94,6 +97,21 @@ class Nodes:
         listed = requests.get(f"{self.url}/v1/nodes", timeout=5).json()["nodes"]
         return any(node["pid"] in pids for node in listed)
 
+    def dump_stacks(self, out: Path) -> None:
+        """``py-spy dump`` of every worker process and its pool processes into ``out``.
+
+        A pool process that launches callbacks but records none of their results (the soak has seen one)
+        shows where its recording threads wait.
+        """
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        with open(out, "w") as dump:
+            for name in self.worker_names:
+                parent = psutil.Process(self.procs[name].pid)
+                for process in [parent, *parent.children(recursive=True)]:
+                    done = subprocess.run([py_spy, "dump", "--pid", str(process.pid)], capture_output=True,
+                                          text=True, timeout=60)
+                    dump.write(f"== {name} pid {process.pid}\n{done.stdout}{done.stderr}\n")
+
     def stop(self) -> None:
         self.nginx.stop()
         for proc in self.procs.values():
@@ -136,7 +154,7 @@ class Killer:
 class Failovers:
     """``count`` kill -9s of the Sentinel setup's master, spread over ``seconds``."""
 
-    def __init__(self, cluster: SentinelCluster, master: str, count: int, seconds: float,
+    def __init__(self, cluster: SentinelGroup, master: str, count: int, seconds: float,
                  faults: list[Fault]) -> None:
         self.cluster = cluster
         self.master = master
