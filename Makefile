@@ -20,9 +20,10 @@ setup: $(BIN)/httpqueue
 run: setup
 	HTTPQUEUE_CALLBACK_ALLOW="$${HTTPQUEUE_CALLBACK_ALLOW-127.0.0.0/8,::1}" $(BIN)/httpqueue run
 
-# mypy first (seconds), then the suite: the README's test command checks both.
+# mypy first (seconds), then the suite: the README's test command checks both. The fault tests
+# (kill -9, failovers, resharding: about three minutes) run apart, in `make test-faults` and in CI.
 test: setup typecheck
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not faults" $(PYTEST_ARGS)
 
 typecheck: setup
 	$(BIN)/mypy httpqueue

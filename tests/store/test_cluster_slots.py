@@ -1,8 +1,8 @@
 """What only a Redis Cluster store does: slots half moved, replicas acknowledging a create.
 
-These run on the session's cluster alone (``store_kind`` ``cluster``; the
-standalone run is skipped): the rest of this folder checks the store's contract
-on both kinds.
+These run on the session's cluster alone (this module's ``store_kind`` is
+``cluster`` only): the rest of this folder checks the store's contract on both
+kinds.
 
 A slot being resharded holds some of its keys on the old node and some on the
 new one. A script that reaches keys through a prefix (the promoter's scripts
@@ -30,9 +30,13 @@ NOW = 1_750_000_000_000
 
 
 @pytest.fixture
-def cluster(store_kind: str, request: pytest.FixtureRequest) -> LocalCluster:
-    if store_kind != "cluster":
-        pytest.skip("a Redis Cluster matter")
+def store_kind() -> str:
+    """Only the cluster (the folder's fixture runs each test on both kinds)."""
+    return "cluster"
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest) -> LocalCluster:
     return t.cast(LocalCluster, request.getfixturevalue("redis_cluster"))
 
 
