@@ -1,0 +1,96 @@
+"""Instructions per create request, httpqueue's app against the floor app, in-process (load independent).
+
+``python -m bench.instructions [--paths /create,/v1/tasks]``
+
+The shared machine's speed varies severalfold between days; instruction
+counts do not. Each app is called as WSGI in-process (no server, no network
+client), ``n`` requests after 50 of warm-up, under ``valgrind --tool=callgrind``;
+the count of 100 requests is subtracted from that of 400, so start-up and
+imports cancel out, and the difference over 300 is the cost of one request
+(Redis runs in its own process and is not counted). Needs ``valgrind``.
+Prints one JSON line: instructions per request for the floor's ``/create``
+and httpqueue's paths, and their ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import typing as t
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = json.dumps({"topic": "bench", "delay": 3600, "callback": "http://127.0.0.1:9/cb", "content": {"n": 1},
+                   "retry": 0}).encode()
+
+
+def serve_requests(app_name: str, path: str, n: int) -> None:
+    """The measured program: ``50 + n`` requests to ``path`` of the floor or httpqueue's app."""
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp())
+    os.environ.setdefault("HTTPQUEUE_CALLBACK_ALLOW", "127.0.0.0/8")
+    from httpqueue import logs
+    from httpqueue.config import Settings
+
+    logs.configure("text", logging.INFO)
+    if app_name == "floor":
+        from bench.floor import application
+        app = application()
+    else:
+        from httpqueue.api import create_app
+        app = create_app(Settings.load())
+
+    def start(status: str, headers: t.Any, exc: t.Any = None) -> None:
+        assert status.startswith(("200", "201")), status
+
+    for _ in range(50 + n):
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "2356",
+                   "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(BODY), "CONTENT_LENGTH": str(len(BODY)),
+                   "CONTENT_TYPE": "application/json", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.errors": sys.stderr,
+                   "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:2356"}
+        b"".join(app(environ, start))
+
+
+def instructions(app_name: str, path: str, n: int, env: dict[str, str]) -> int:
+    run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                          "-m", "bench.instructions", "--serve", app_name, path, str(n)],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if not found:
+        raise RuntimeError(f"callgrind printed no count:\n{run.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_request(app_name: str, path: str, env: dict[str, str]) -> int:
+    return (instructions(app_name, path, 400, env) - instructions(app_name, path, 100, env)) // 300
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paths", default="/create,/v1/tasks")
+    parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve_requests(args.serve[0], args.serve[1], int(args.serve[2]))
+        return
+    from httpqueue.embedded import EmbeddedRedis, free_port
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = EmbeddedRedis(Path(folder), port=free_port(), appendonly=False).start()
+        try:
+            env = {**os.environ, "HTTPQUEUE_REDIS_URL": server.url, "PYTHONPATH": str(ROOT)}
+            floor = per_request("floor", "/create", env)
+            ours = {path: per_request("httpqueue", path, env) for path in args.paths.split(",")}
+        finally:
+            server.stop()
+    print(json.dumps({"scenario": "instructions", "floor_create": floor, "httpqueue": ours,
+                      "floor_vs": {path: round(floor / count, 3) for path, count in ours.items()}}))
+
+
+if __name__ == "__main__":
+    main()
