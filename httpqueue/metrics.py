@@ -33,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from httpqueue import events, health, nodes
 from httpqueue.export import status as export_status
+from httpqueue.export.exporter import progress_families
 from httpqueue.metrics_dir import ENV
 from httpqueue.store.scripts import REDIS_ERRORS
 from httpqueue.states import Outcome
@@ -215,13 +216,7 @@ class ExportCollector:
             found = export_status.read(self.ctx.store.redis, self.ctx.keys, consumers=False)
         except SCRAPE_ERRORS:
             return
-        lag = GaugeMetricFamily("httpqueue_export_lag_events", "Events in the streams not yet read for a sink",
-                                labels=["sink"])
-        pending = GaugeMetricFamily("httpqueue_export_pending_events",
-                                    "Events read for a sink and not yet acknowledged", labels=["sink"])
-        dropped = GaugeMetricFamily("httpqueue_export_dropped_events",
-                                    "Events trimmed from the streams (MAXLEN) before a sink got them, in total",
-                                    labels=["sink"])
+        lag, pending, dropped = progress_families()
         for sink in found.sinks:
             lag.add_metric([sink.sink], sink.counts.lag)
             pending.add_metric([sink.sink], sink.counts.pending)

@@ -94,6 +94,17 @@ class Exporter:
         start_http_server(port, addr=address, registry=registry)
 
 
+def progress_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    """The lag, pending and dropped gauges per sink: one definition for the exporter's and the API's ``/metrics``."""
+    return (GaugeMetricFamily("httpqueue_export_lag_events", "Events in the streams not yet read for a sink",
+                              labels=["sink"]),
+            GaugeMetricFamily("httpqueue_export_pending_events",
+                              "Events read for a sink and not yet acknowledged", labels=["sink"]),
+            GaugeMetricFamily("httpqueue_export_dropped_events",
+                              "Events trimmed from the streams (MAXLEN) before a sink got them, in total",
+                              labels=["sink"]))
+
+
 class ExportCollector:
     """The exporter's metrics, per sink, read from the pumps at scrape time."""
 
@@ -106,13 +117,7 @@ class ExportCollector:
                                        "Events a sink refused for good (dropped, logged)", labels=["sink"])
         failures = CounterMetricFamily("httpqueue_export_failures", "Batches a sink did not take (retried)",
                                        labels=["sink"])
-        lag = GaugeMetricFamily("httpqueue_export_lag_events", "Events in the streams not yet read for a sink",
-                                labels=["sink"])
-        pending = GaugeMetricFamily("httpqueue_export_pending_events",
-                                    "Events read for a sink and not yet acknowledged", labels=["sink"])
-        dropped = GaugeMetricFamily("httpqueue_export_dropped_events",
-                                    "Events trimmed from the streams (MAXLEN) before a sink got them, in total",
-                                    labels=["sink"])
+        lag, pending, dropped = progress_families()
         success = GaugeMetricFamily("httpqueue_export_last_success_seconds",
                                     "Unix time of a sink's last accepted batch", labels=["sink"])
         for pump in self.pumps:
