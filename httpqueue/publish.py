@@ -20,6 +20,7 @@ through the tasks' offsets (:mod:`httpqueue.rabbitmq`).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import time
 import typing as t
@@ -109,6 +110,16 @@ tasks are due, and the attempts start at their own times, counted from the
 message's ETA (:func:`httpqueue.worker.tasks.deliver`), not from when the pool
 got it. The cost: a task is claimed (and can no longer be deleted) up to this
 long before it is due."""
+
+
+def eta_seconds(eta: str | datetime.datetime | None) -> float | None:
+    """A Celery message's ETA (an ISO 8601 string or a datetime; naive means UTC) in seconds since the epoch."""
+    if not eta:
+        return None
+    when = eta if isinstance(eta, datetime.datetime) else datetime.datetime.fromisoformat(eta)
+    if when.tzinfo is None:  # Celery's ETAs are UTC
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
 
 
 def celery_eta_message(group: t.Sequence[Dispatch], clock_ms: int) -> Message:

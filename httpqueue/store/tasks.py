@@ -77,7 +77,7 @@ class TaskStore:
         self.dead_retention_ms = retention_ms if dead_retention_ms is None else dead_retention_ms
         self.batch = batch
         self._scripts = scripts.register(client, "create", "promote", "reclaim", "claim", "settle", "delete",
-                                         "purge", "requeue", "listing", "orphans")
+                                         "purge", "requeue", "listing", "orphans", "hold")
 
     # -- the API side
 
@@ -344,17 +344,37 @@ class TaskStore:
         return _dispatches(reply)
 
     @translate_errors
-    def release_orphans(self, incarnation: str, now_ms: int) -> int:
-        """Make the attempts a dead worker ``incarnation`` held due for reclaim now (see ``orphans.lua``).
+    def release_orphans(self, incarnation: str, now_ms: int, *, attempts: bool = True) -> int:
+        """Make what a worker ``incarnation`` held due for reclaim now (see ``orphans.lua``).
 
-        One script call per shard, sent together; returns how many attempts
-        were released. Safe to run twice or from several promoters at once.
+        Releases the tasks whose delivery messages it held (:meth:`hold_many`)
+        and, with ``attempts`` (it died), the attempts it had started; a worker
+        that stops cleanly has finished those itself. One script call per
+        shard, sent together; returns how many tasks were released. Safe to
+        run twice or from several promoters at once.
         """
         calls = ScriptCalls(self.redis)
         for shard in range(self.keys.shards):
             calls.add(self._scripts["orphans"], [self.keys.owned(shard, incarnation), self.keys.inflight(shard)],
-                      [now_ms, incarnation, self.keys.task_prefix(shard)])
+                      [now_ms, incarnation, self.keys.task_prefix(shard), int(attempts)])
         return sum(int(n) for n in calls.execute())
+
+    @translate_errors
+    def hold_many(self, incarnation: str, items: t.Sequence[tuple[str, int]], now_ms: int) -> int:
+        """Note that worker ``incarnation`` holds delivery messages of ``items`` (task id, due ms) not yet due.
+
+        With the Redis broker a worker keeps ETA messages in its memory until
+        they are due; noted here, they are released by :meth:`release_orphans`
+        when that worker dies or stops, instead of waiting for their lease.
+        One script call per shard with such tasks, sent together.
+        """
+        by_shard: dict[int, list[t.Any]] = {}
+        for task_id, due_ms in items:
+            by_shard.setdefault(self.keys.shard_of(task_id), []).extend((due_ms + self.lease_ms, task_id))
+        calls = ScriptCalls(self.redis)
+        for shard, pairs in by_shard.items():
+            calls.add(self._scripts["hold"], [self.keys.owned(shard, incarnation)], [now_ms, *pairs])
+        return sum(int(n) for n in calls.execute()) if calls.calls else 0
 
     @translate_errors
     def purge(self, shard: int, now_ms: int) -> int:

@@ -23,10 +23,11 @@ import typing as t
 import redis
 from celery import signals
 
-from httpqueue import context, events, health, nodes
+from httpqueue import context, events, health, nodes, rabbitmq
 from httpqueue.publish import Publish, Publisher
 from httpqueue.store.tasks import TaskStore
-from httpqueue.worker.background import ThreadStep, repeat
+from httpqueue.worker.background import OUTAGE_ERRORS, ThreadStep, repeat
+from httpqueue.worker.holds import Holds
 
 PURGE_EVERY = 20
 """Passes between two purges of tasks past their retention."""
@@ -56,6 +57,7 @@ class PassReport:
     promoted: int = 0
     reclaimed: int = 0
     released: int = 0
+    held: int = 0
     purged: int = 0
     full: bool = False
 
@@ -66,9 +68,11 @@ class Promoter:
     def __init__(self, store: TaskStore, publish: Publish, *, interval: float = 0.25,
                  clock: t.Callable[[], float] = time.time, name: str = "promoter",
                  heartbeat: t.Callable[[str, float], None] | None = None,
-                 reap: t.Callable[[int], int] | None = None) -> None:
+                 reap: t.Callable[[int], int] | None = None,
+                 note_holds: t.Callable[[int], int] | None = None) -> None:
         self.store = store
         self.reap = reap
+        self.note_holds = note_holds
         self.publish = publish
         self.interval = interval
         self.clock = clock
@@ -87,6 +91,8 @@ class Promoter:
         shards = self.store.keys.shards
         start = random.randrange(shards)
         now = int(self.clock() * 1000)
+        if self.note_holds is not None:  # the messages this worker took since the last pass (holds.py)
+            report.held = self.note_holds(now)
         if self.reap is not None:  # dead workers' attempts become due for this very pass's reclaim
             report.released = self.reap(now)
         taken = []
@@ -140,8 +146,14 @@ class PromoterStep(ThreadStep):
         self.node = nodes.Heartbeat(ctx.registry, nodes.worker_identity(worker.hostname),
                                     _attempts_in_flight()).start()
         reaper = nodes.Reaper(self.node.registry, store.release_orphans, self.node)
+        self.holds: Holds | None = None
+        if not rabbitmq.is_amqp(worker.app.conf.broker_url):  # RabbitMQ hands a dead consumer's messages on itself
+            self.holds = Holds(store, nodes.worker_incarnation())
+            signals.task_received.connect(self.holds.received, weak=False)
+            _stopping.append(self.holds)
         promoter = Promoter(store, Publisher(worker.app), interval=ctx.settings.promoter_interval,
-                            name=worker.hostname, heartbeat=heartbeat, reap=reaper.reap)
+                            name=worker.hostname, heartbeat=heartbeat, reap=reaper.reap,
+                            note_holds=self.holds.write if self.holds is not None else None)
         if ctx.settings.worker_metrics_port:
             from httpqueue import metrics
 
@@ -149,7 +161,12 @@ class PromoterStep(ThreadStep):
         return promoter.run
 
     def stop(self, worker: t.Any) -> None:
-        """Stop the promoter, then withdraw the heartbeat so readiness turns now, not when it runs out."""
+        """Stop the promoter, then withdraw the heartbeat so readiness turns now, not when it runs out.
+
+        The delivery messages this worker holds, not yet due, are handed out
+        again at :func:`_release_holds` (Celery's ``worker_shutdown``, once
+        the consumer has stopped taking messages), not here.
+        """
         super().stop(worker)
         node: nodes.Heartbeat | None = getattr(self, "node", None)
         if node is not None:
@@ -162,6 +179,28 @@ class PromoterStep(ThreadStep):
             pass
 
     shutdown = stop
+
+
+_stopping: list[Holds] = []
+"""The holds of this process's workers, released when the worker shuts down."""
+
+
+@signals.worker_shutdown.connect(weak=False)
+def _release_holds(sender: t.Any = None, **kwargs: t.Any) -> None:
+    """A clean stop: the tasks of the messages this worker held, not yet due, go to other workers now.
+
+    Celery sends ``worker_shutdown`` after its consumer and pool stopped; the
+    held ETA messages stay unacknowledged in the broker (kombu's restore at
+    shutdown is off, see :mod:`httpqueue.celery`), so without this their
+    tasks would wait for their lease after every restart of a worker.
+    """
+    while _stopping:
+        holds = _stopping.pop()
+        signals.task_received.disconnect(holds.received)
+        try:
+            holds.release(int(time.time() * 1000))
+        except OUTAGE_ERRORS as exc:  # Redis away: the tasks come back when their lease runs out
+            events.emit("held_release_failed", logging.WARNING, error=str(exc)[:300])
 
 
 def _attempts_in_flight(every: int = 5) -> t.Callable[[], float]:

@@ -28,12 +28,15 @@ costs two task events instead of three.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import functools
 import logging
 import os
+import sys
 import threading
 import time
+import traceback
 import typing as t
 
 from celery import Celery, Task
@@ -47,7 +50,7 @@ from httpqueue.clock import now_ms
 from httpqueue.context import DELIVERY_THREADS
 from httpqueue.delivery import aio, http
 from httpqueue.exceptions import CallbackFailed, StoreUnavailable, UnsafeCallbackError
-from httpqueue.publish import DELIVER_TASK, NOTIFY_TASK
+from httpqueue.publish import DELIVER_TASK, NOTIFY_TASK, eta_seconds
 from httpqueue.states import AdmitAction
 from httpqueue.worker.attempts import MessageReport, Result, attempt_async, message_report, record, turned_away
 from httpqueue.worker.launcher import Launcher
@@ -124,31 +127,53 @@ EVENTS_FLUSH_AFTER = 0.05
 EVENTS_FLUSH_AT = 32
 """Final message events that are published at once, as one ``task.multi`` message, without waiting."""
 
+EVENTS_MAX_WAITING = 10_000
+"""Most events waiting for the publisher thread; beyond it new ones are dropped (and counted)."""
+
+EVENTS_STUCK_AFTER = 30.0
+"""Seconds one publish may take before the publisher thread is given up for a new one."""
+
 
 class MessageEvents:
     """Sends the final task event of delivery messages from the process that recorded their outcomes.
 
-    ``record`` runs on the launcher's recording threads of a pool process (a prefork
-    child), where Celery has no event dispatcher: this keeps one per process
-    (made after the fork, on a broker connection of its own) and uses it under
-    a lock, since a kombu channel is not thread-safe. Events are buffered the
-    way the worker's own dispatcher buffers them (Celery's ``buffer_group``):
-    published as one ``task.multi`` message when :data:`EVENTS_FLUSH_AT` have
-    gathered or :data:`EVENTS_FLUSH_AFTER` has passed, since a publish of one
-    event costs ~130 us of CPU and a batch ~6 us per event (measured on the
-    test machine). Sending is best effort: a broker that refuses costs the
-    events (logged), never a delivery, and the next event reconnects. Sent only
-    while ``worker_send_task_events`` is on, like Celery's own.
+    ``record`` runs on the launcher's recording threads of a pool process (a
+    prefork child), where Celery has no event dispatcher. Those threads only
+    append the event to a list: one publisher thread per process (started
+    after the fork) owns the event dispatcher and its broker connection (a
+    kombu channel is not thread-safe) and publishes what gathered, as one
+    ``task.multi`` message (Celery's ``buffer_group``), :data:`EVENTS_FLUSH_AFTER`
+    after the first event or at once when :data:`EVENTS_FLUSH_AT` are waiting:
+    a publish of one event costs ~130 us of CPU and a batch ~6 us per event
+    (measured on the test machine).
+
+    Recording never waits for the broker. It used to publish under a lock of
+    its own, and a publish that never returned then held every recording
+    thread of the process: results stopped being stored while callbacks went
+    on (seen once in a chaos soak). Now a publish that takes longer than
+    :data:`EVENTS_STUCK_AFTER` is given up: its thread's stack is logged and a
+    new publisher thread, with a new connection, takes over. Sending is best
+    effort: a broker that refuses costs events (logged and counted), never a
+    delivery. Sent only while ``worker_send_task_events`` is on, like Celery's
+    own.
     """
 
     def __init__(self, celery_app: Celery) -> None:
         self.app = celery_app
+        self.dropped = 0
         self._pid = 0
-        self._fork_lock = threading.Lock()  # only ever taken once per process, never held across a fork
-        self._lock = threading.Lock()
+        self._fork_lock = threading.Lock()  # only ever taken briefly, never held across a fork or a publish
+        self._waiting: collections.deque[tuple[str, str, dict[str, t.Any]]] = collections.deque()
+        self._reset()
+
+    def _reset(self) -> None:
+        """A new publisher: its lock, wake-up, dispatcher and thread (a fresh process, or one given up)."""
+        self._publishing = threading.Lock()
         self._wake = threading.Event()
         self._dispatcher: EventDispatcher | None = None
         self._flusher: threading.Thread | None = None
+        self._busy_since = 0.0  # time.monotonic() when the publish under way started; 0.0 when none is
+        self._generation = getattr(self, "_generation", 0) + 1
 
     def succeeded(self, message: Message, report: MessageReport) -> None:
         """The message's outcomes are stored and none failed for good: SUCCESS, its result the report."""
@@ -165,30 +190,78 @@ class MessageEvents:
         else:
             self.succeeded(message, report)
 
-    def flush(self) -> None:
-        """Publish the buffered events now (the flusher thread, and the worker process's shutdown)."""
-        with self._lock:
-            if self._dispatcher is not None and self._pid == os.getpid():
-                try:
-                    self._dispatcher.flush(errors=False)
-                except Exception as exc:  # noqa: BLE001 - monitoring must never break delivery
-                    self._broken("flush", exc)
+    def flush(self, timeout: float = 5.0) -> None:
+        """Publish the waiting events now, from the calling thread (the worker process's shutdown)."""
+        if self._pid == os.getpid() and self._publishing.acquire(timeout=timeout):
+            try:
+                self._publish_waiting(self._generation)
+            finally:
+                self._publishing.release()
 
     def _send(self, message: Message, type_: str, **fields: t.Any) -> None:
         if not message.id or not self.app.conf.worker_send_task_events:
             return
-        runtime = round(time.monotonic() - message.started, 6)
+        fields.update(uuid=message.id, runtime=round(time.monotonic() - message.started, 6))
         if self._pid != os.getpid():  # a fresh process (fork): the parent's lock, connection and thread are not ours
             with self._fork_lock:
                 if self._pid != os.getpid():
-                    self._lock, self._wake = threading.Lock(), threading.Event()
-                    self._dispatcher = self._flusher = None
+                    self._waiting.clear()
+                    self._reset()
                     self._pid = os.getpid()
-        with self._lock:
-            try:
-                self._open(message.hostname).send(type_, uuid=message.id, runtime=runtime, **fields)
-            except Exception as exc:  # noqa: BLE001 - monitoring must never break delivery
-                self._broken(type_, exc)
+        if len(self._waiting) >= EVENTS_MAX_WAITING:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                events.emit("task_event_failed", logging.WARNING, event=type_,
+                            error=f"{self.dropped} task events dropped: their publisher is behind or stuck")
+        else:
+            self._waiting.append((message.hostname, type_, fields))
+        self._watch()
+        self._wake.set()
+
+    def _watch(self) -> None:
+        """Start the publisher thread if there is none, or replace one stuck in a publish."""
+        since = self._busy_since
+        if self._flusher is not None and not (since and time.monotonic() - since > EVENTS_STUCK_AFTER):
+            return
+        with self._fork_lock:
+            if self._flusher is not None and self._busy_since == since and since:
+                stuck = self._flusher
+                frame = sys._current_frames().get(stuck.ident or 0)
+                events.emit("task_event_failed", logging.WARNING, event="publish",
+                            error=f"publishing task events has hung for {time.monotonic() - since:.0f} s; a new "
+                                  "publisher thread takes over",
+                            stack="".join(traceback.format_stack(frame)) if frame is not None else "")
+                self._reset()  # the stuck thread keeps its dispatcher and stops when it returns, if ever
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_soon, args=(self._generation,),
+                                                 name="httpqueue-task-events", daemon=True)
+                self._flusher.start()
+
+    def _flush_soon(self, generation: int) -> None:
+        wake = self._wake
+        while generation == self._generation:
+            wake.wait()
+            if len(self._waiting) < EVENTS_FLUSH_AT:
+                time.sleep(EVENTS_FLUSH_AFTER)
+            wake.clear()  # an event that arrives from here on sets it again: the next round takes it
+            with self._publishing:
+                self._publish_waiting(generation)
+
+    def _publish_waiting(self, generation: int) -> None:
+        """Hand every waiting event to the dispatcher (it sends a batch each :data:`EVENTS_FLUSH_AT`), then flush."""
+        self._busy_since = time.monotonic()
+        try:
+            while self._waiting and generation == self._generation:
+                hostname, type_, fields = self._waiting.popleft()
+                self._open(hostname).send(type_, **fields)
+            if self._dispatcher is not None and generation == self._generation:
+                self._dispatcher.flush(errors=False)
+        except Exception as exc:  # noqa: BLE001 - monitoring must never break delivery
+            if generation == self._generation:  # a publisher given up must not close its successor's connection
+                self._broken("publish", exc)
+        finally:
+            if generation == self._generation:
+                self._busy_since = 0.0
 
     def _open(self, hostname: str) -> EventDispatcher:
         if self._dispatcher is None or self._dispatcher.hostname != hostname:
@@ -197,19 +270,8 @@ class MessageEvents:
             self._close()
             self._dispatcher = self.app.events.Dispatcher(
                 self.app.connection_for_write(), hostname=hostname, buffer_while_offline=False,
-                buffer_group=["task"], buffer_limit=EVENTS_FLUSH_AT, on_send_buffered=self._wake.set)
-        if self._flusher is None:
-            self._flusher = threading.Thread(target=self._flush_soon, name="httpqueue-task-events", daemon=True)
-            self._flusher.start()
+                buffer_group=["task"], buffer_limit=EVENTS_FLUSH_AT)
         return self._dispatcher
-
-    def _flush_soon(self) -> None:
-        wake = self._wake
-        while True:
-            wake.wait()
-            time.sleep(EVENTS_FLUSH_AFTER)
-            wake.clear()  # an event buffered from here on sets it again: the next round takes it
-            self.flush()
 
     def _broken(self, what: str, exc: Exception) -> None:
         self._close()
@@ -300,12 +362,8 @@ def eta_anchor(eta: str | datetime.datetime | None, started: float) -> float:
     the worker's timer and the hand-off to this process took. A message
     without an ETA (due at once, or held by the broker) counts from its start.
     """
-    if not eta:
-        return started
-    when = eta if isinstance(eta, datetime.datetime) else datetime.datetime.fromisoformat(eta)
-    if when.tzinfo is None:  # Celery's ETAs are UTC
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return started - (time.time() - when.timestamp())
+    when = eta_seconds(eta)
+    return started if when is None else started - (time.time() - when)
 
 
 def _notify(task_id: str, url: str) -> None:

@@ -95,3 +95,74 @@ def test_kill_9_worker_holding_attempts_recovers_within_seconds(service: Service
                            for i in ids), 15, "every task recorded as succeeded")
     assert victim_node.identity.incarnation not in {n.identity.incarnation for n in registry.live()}
     assert registry.departed(nodes.Role.WORKER) == []  # released and removed, not left to run out
+
+
+HELD_DELAY_S = 25.0
+"""Delay of the tasks whose messages the victim holds: long enough for the heir to start and be steady."""
+
+ON_TIME_S = 3.0
+"""How late a held task may fire after its victim went (its due time plus margin for a loaded machine); it
+waited for its 30 s lease before."""
+
+
+def held_tasks(service: Service, receiver: Receiver, path: str, victim_name: str) -> tuple[list[str], float]:
+    """Tasks created while only the victim runs, so it alone holds their ETA messages; waits until noted."""
+    ids = []
+    for n in range(TASKS):
+        created = requests.post(f"{service.url}/v1/tasks", timeout=10, json={
+            "topic": "held", "delay": HELD_DELAY_S, "retry": 0, "callback": receiver.url(path), "content": {"n": n}})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    due = time.time() + HELD_DELAY_S
+    registry = nodes.RedisRegistry(service.client, Keys(service.settings.get("key_prefix", "hq")))
+    victim = wait_until(lambda: [n for n in registry.live() if n.identity.name == victim_name], 20, "victim registered")
+    keys = Keys(service.settings.get("key_prefix", "hq"))
+
+    def noted() -> set[str]:
+        return {m.decode() for s in range(keys.shards)
+                for m in service.client.zrange(keys.owned(s, victim[0].identity.incarnation), 0, -1)}
+
+    wait_until(lambda: noted() >= set(ids), 10, "the victim's held messages noted in the store")
+    return ids, due
+
+
+def arrivals(receiver: Receiver, ids: list[str]) -> dict[str, list[float]]:
+    return {i: [r.at for r in receiver.requests if r.task_id == i] for i in ids}
+
+
+def test_kill_9_worker_holding_eta_messages_its_tasks_fire_on_time(service: Service, slow_receiver: Receiver) -> None:
+    """The victim holds ETA messages not yet due (Redis broker): after its death they fire at their due time."""
+    receiver, path = slow_receiver, "/held-kill"
+    service.start_api()
+    victim = service.start_worker("held-victim")
+    ids, due = held_tasks(service, receiver, path, "held-victim@localhost")
+    service.start_worker("held-heir")
+    registry = nodes.RedisRegistry(service.client, Keys(service.settings.get("key_prefix", "hq")))
+    wait_until(lambda: [n for n in registry.live() if n.identity.name == "held-heir@localhost"
+                        and time.time() - n.identity.started > nodes.HEARTBEAT_TTL + 1], 30, "the heir steady")
+    assert time.time() < due - 8, "the machine is too slow for this test's timing: the tasks are nearly due"
+    victim.kill9()
+    wait_until(lambda: all(arrivals(receiver, ids).values()), 60, "every held task delivered")
+    late = max(min(at) - due for at in arrivals(receiver, ids).values())
+    print(f"kill -9 of a worker holding {TASKS} ETA messages: the last task fired {late:.2f} s after its due time")
+    assert late <= ON_TIME_S, f"{late:.1f} s late: the held messages waited for their lease"
+    time.sleep(1)
+    assert all(len(at) == 1 for at in arrivals(receiver, ids).values())  # none of them was in flight: no duplicate
+
+
+def test_a_worker_stopping_cleanly_hands_its_held_messages_on(service: Service, slow_receiver: Receiver) -> None:
+    """A restart (SIGTERM, warm shutdown) of the worker that holds ETA messages does not make their tasks late."""
+    receiver, path = slow_receiver, "/held-stop"
+    service.start_api()
+    victim = service.start_worker("stopping")
+    ids, due = held_tasks(service, receiver, path, "stopping@localhost")
+    service.start_worker("stopping-heir")
+    victim.stop()
+    assert victim.process.returncode == 0, victim.output()[-2000:]
+    assert "held_released" in victim.output()
+    wait_until(lambda: all(arrivals(receiver, ids).values()), 60, "every held task delivered")
+    late = max(min(at) - due for at in arrivals(receiver, ids).values())
+    print(f"warm shutdown of a worker holding {TASKS} ETA messages: the last task fired {late:.2f} s after its due")
+    assert late <= ON_TIME_S, f"{late:.1f} s late: the held messages waited for their lease"
+    time.sleep(1)
+    assert all(len(at) == 1 for at in arrivals(receiver, ids).values())

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from httpqueue.states import Outcome
 from httpqueue.store import TaskStore
-from tests.support.store import HOUR_MS, View, queued
+from httpqueue.store.records import NewTask
+from tests.support.store import HOUR_MS, NOWHERE, View, queued
 
 NOW = 1_750_000_000_000
 DEAD = "dead0incarnation"
@@ -116,3 +117,52 @@ def test_the_node_registry_works_on_this_store(fresh_store: TaskStore) -> None:
     registry.remove(nodes.Role.WORKER, gone.incarnation)
     registry.leave(alive)
     assert registry.live() == [] and registry.departed(nodes.Role.WORKER) == []
+
+
+def held_by(store: TaskStore, owner: str, due: int = NOW) -> str:
+    """A queued task whose delivery message ``owner`` holds, not yet due (``hold_many``)."""
+    created = store.create(NewTask("t", NOWHERE, "x", due, 0), NOW)
+    dispatch = created.dispatch
+    if dispatch is None:  # parked: promoted within the horizon
+        [dispatch] = store.promote(store.keys.shard_of(created.task_id), max(NOW, due - store.horizon_ms))
+    assert store.hold_many(owner, [(dispatch.task_id, dispatch.due_ms)], NOW) == 1
+    return dispatch.task_id
+
+
+def test_hold_records_the_held_tasks_in_the_owned_set_until_due_plus_lease(fresh_store: TaskStore) -> None:
+    task_id = held_by(fresh_store, DEAD)
+    shard = fresh_store.keys.shard_of(task_id)
+    due = fresh_store.get(task_id).due_ms
+    owned = fresh_store.redis.zrange(fresh_store.keys.owned(shard, DEAD), 0, -1, withscores=True)
+    assert [(str(m), int(s)) for m, s in owned] == [(task_id, due + fresh_store.lease_ms)]
+    assert fresh_store.redis.pttl(fresh_store.keys.owned(shard, DEAD)) > due + fresh_store.lease_ms - NOW
+
+
+def test_release_hands_out_the_held_messages_of_a_dead_worker_again(fresh_store: TaskStore) -> None:
+    held = held_by(fresh_store, DEAD, due=NOW + 5_000)
+    shard = fresh_store.keys.shard_of(held)
+    gen = fresh_store.get(held).gen
+    later = NOW + 1_000
+    assert fresh_store.release_orphans(DEAD, later) == 1
+    [dispatch] = fresh_store.reclaim(shard, later)
+    assert (dispatch.task_id, dispatch.gen) == (held, gen + 1)
+    assert dispatch.due_ms == fresh_store.get(held).due_ms  # published for its own due time, not now
+    assert fresh_store.claim(held, gen, later, fresh_store.lease_ms) is None  # the dead worker's message is stale
+
+
+def test_a_clean_stop_releases_held_messages_but_not_attempts(fresh_store: TaskStore) -> None:
+    view = View(fresh_store)
+    held = held_by(fresh_store, DEAD)
+    attempt = claimed_by(fresh_store, DEAD)
+    later = NOW + 1_000
+    assert fresh_store.release_orphans(DEAD, later, attempts=False) == 1
+    assert view.score("inflight", held) == later
+    assert view.score("inflight", attempt) == NOW + fresh_store.lease_ms
+
+
+def test_a_held_task_claimed_since_by_another_worker_is_left_alone(fresh_store: TaskStore) -> None:
+    held = held_by(fresh_store, DEAD)
+    gen = fresh_store.get(held).gen
+    assert fresh_store.claim_many([(held, gen)], NOW + 10, fresh_store.lease_ms, owner=ALIVE)
+    assert fresh_store.release_orphans(DEAD, NOW + 1_000) == 0
+    assert View(fresh_store).score("inflight", held) == NOW + 10 + fresh_store.lease_ms
