@@ -24,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sys
 import threading
+import time
+import traceback
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +39,13 @@ T = t.TypeVar("T")
 
 Call = t.Callable[[], t.Awaitable[T]]
 """One attempt: a coroutine function of no arguments, run on the delivery loop."""
+
+
+RECORDING_STUCK_AFTER = 60.0
+"""Seconds after which a recording still running is logged with its stack (it should take milliseconds)."""
+
+WATCH_EVERY = 10.0
+"""Seconds between two looks for recordings that run too long."""
 
 
 class Slots:
@@ -79,6 +89,9 @@ class Launcher:
         self._waiting: collections.deque[tuple[Call[t.Any], _Gather[t.Any]]] = collections.deque()
         self._running: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
         self.recorder = ThreadPoolExecutor(max_workers=recorders, thread_name_prefix="httpqueue-record")
+        self._recording: dict[int, float] = {}  # recording thread ident -> time.monotonic() its recording began
+        self._reported: set[tuple[int, float]] = set()
+        self.loop.call_soon_threadsafe(self._watch_recording)
 
     def launch(self, calls: t.Sequence[tuple[float, Call[T]]], done: t.Callable[[list[T]], None]) -> None:
         """Run each ``call`` at its monotonic time; then ``done(results)`` once, on a recording thread.
@@ -93,11 +106,14 @@ class Launcher:
         self.slots.acquire_many(n)
 
         def finish(results: list[T]) -> None:
+            me = threading.get_ident()
+            self._recording[me] = time.monotonic()
             try:
                 done(results)
             except Exception:  # the store's leases recover whatever was not recorded
                 LOGGER.exception("recording %d delivery results failed", len(results))
             finally:
+                self._recording.pop(me, None)
                 self.slots.release_many(n)
 
         gather: _Gather[T] = _Gather(n, finish)
@@ -142,6 +158,27 @@ class Launcher:
                 call, gather = self._waiting.popleft()
         finally:
             self._active -= 1
+
+    def _watch_recording(self) -> None:
+        """On the loop, every :data:`WATCH_EVERY` s: log (once) the stack of a recording that has run too long.
+
+        A recording is one round trip to Redis with a socket timeout; one that
+        runs for :data:`RECORDING_STUCK_AFTER` s is blocked on something else,
+        and its stack says what (the results of that process are not stored
+        meanwhile: their tasks come back when their lease runs out).
+        """
+        now = time.monotonic()
+        frames = None
+        for ident, began in list(self._recording.items()):
+            if now - began > RECORDING_STUCK_AFTER and (ident, began) not in self._reported:
+                self._reported.add((ident, began))
+                frames = frames if frames is not None else sys._current_frames()
+                frame = frames.get(ident)
+                LOGGER.error("recording delivery results has been blocked for %.0f s in:\n%s", now - began,
+                             "".join(traceback.format_stack(frame)) if frame is not None else "(thread gone)")
+        if len(self._reported) > 1000:
+            self._reported.clear()
+        self.loop.call_later(WATCH_EVERY, self._watch_recording)
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait up to ``timeout`` until every call handed off has run (at its time) and been recorded."""

@@ -123,3 +123,30 @@ def test_a_message_larger_than_the_room_still_goes() -> None:
 def test_the_delivery_loop_is_one_per_process() -> None:
     assert aio.loop() is aio.loop()
     assert Launcher(1, 1).loop is aio.loop()
+
+
+def test_a_recording_blocked_for_too_long_is_logged_with_its_stack(monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from httpqueue.worker import launcher as module
+
+    monkeypatch.setattr(module, "RECORDING_STUCK_AFTER", 0.2)
+    monkeypatch.setattr(module, "WATCH_EVERY", 0.1)
+    launcher = Launcher(in_flight=2, max_pending=4)
+    release = threading.Event()
+
+    async def call() -> int:
+        return 1
+
+    def blocked_recording(results: list[t.Any]) -> None:
+        release.wait(10)
+
+    launcher.launch([(time.monotonic(), call)], blocked_recording)
+    try:
+        deadline = time.monotonic() + 5
+        while not any("blocked for" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [record] = [r for r in caplog.records if "blocked for" in r.getMessage()]  # once, not on every look
+        assert "blocked_recording" in record.getMessage() and "release.wait" in record.getMessage()
+    finally:
+        release.set()
+    assert launcher.drain(5)
