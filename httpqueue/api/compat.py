@@ -9,8 +9,9 @@ import typing as t
 
 from flask import Response
 
-from httpqueue.api.base import ApiBlueprint, answer, ctx, idempotency_key, service
+from httpqueue.api.base import ApiBlueprint, answer, ctx, idempotency_key, load_body, service
 from httpqueue.api.documents import changed_document, task_document
+from httpqueue.api.ops import warn_without_worker
 from httpqueue.api.schemas import (
     IDEMPOTENCY_HEADER, ApiErrorSchema, CreatedSchema, CreateTaskSchema, DeletedSchema, TaskIdSchema, TaskSchema,
 )
@@ -20,25 +21,29 @@ blp = ApiBlueprint("tasks", __name__, description="The original Go httpqueue's t
 
 CREATE = CreateTaskSchema()
 TASK_ID = TaskIdSchema()
-"""Schema instances, built once: webargs would build (and deep-copy the fields of) a class on every request."""
+"""Schema instances, built once: webargs would build (and deep-copy the fields of) a class on every request.
+
+``/create`` and ``POST /v1/tasks`` load their body with :data:`CREATE`
+themselves (:func:`~httpqueue.api.base.load_body`): the decorators above them
+only document."""
 
 
 @blp.route("/create", methods=["POST"])
-@blp.arguments(CREATE, location="json", error_status_code=400)
+@blp.documented_arguments(CREATE, location="json", error_status_code=400)
 @blp.doc(parameters=[IDEMPOTENCY_HEADER])
-@blp.response(200, CreatedSchema)
+@blp.documented_response(200, CreatedSchema)
 @blp.alt_response(400, schema=ApiErrorSchema, description="A field is invalid; `fields` says which and why.")
 @blp.alt_response(409, schema=ApiErrorSchema, description="The id (or Idempotency-Key) was used by a "
                                                           "different request.")
 @blp.alt_response(503, schema=ApiErrorSchema, description="Redis is unreachable; retry later.")
-def create(body: dict[str, t.Any]) -> Response:
+def create() -> Response:
     """Create a task: POST `content` to `callback` after `delay` seconds (or at `execute_at`).
 
     With an `Idempotency-Key` header (or an `id` field), repeating the same
     request returns the first task with `"replayed": true`.
     """
-    created = service().create(body, idempotency_key())
-    return answer({"id": created.task_id, **({"replayed": True} if created.replayed else {})})
+    created = service().create(load_body(CREATE), idempotency_key())
+    return warn_without_worker(answer({"id": created.task_id, **({"replayed": True} if created.replayed else {})}))
 
 
 @blp.route("/delete", methods=["POST"])

@@ -13,7 +13,7 @@ import time
 import typing as t
 
 import redis
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify
 
 from httpqueue import health as checks
 from httpqueue import metrics
@@ -30,7 +30,8 @@ WATCH_KEY = "httpqueue.worker_watch"
 """Where :func:`install` keeps the app's :class:`~httpqueue.health.WorkerWatch` (cached liveness)."""
 
 CREATE_ROUTES = frozenset({("POST", "/create"), ("POST", "/v1/tasks"), ("POST", "/v1/tasks/batch")})
-"""The requests that store tasks, whose answers carry the no-worker ``Warning`` header."""
+"""The requests that store tasks, whose answers carry the no-worker ``Warning`` header: each of these views
+calls :func:`warn_without_worker` (``tests/integration/test_readiness.py`` creates through all three)."""
 
 
 @blp.route("/health", methods=["GET"])
@@ -110,20 +111,22 @@ def broker_reachable(celery_app: t.Any, timeout: float = 2.0) -> None:
 
 
 def install(app: Flask) -> None:
-    """Add the no-worker ``Warning`` header to the create answers of ``app``.
+    """Watch for a worker on behalf of the create answers of ``app`` (:func:`warn_without_worker`).
 
     Liveness is read through a :class:`~httpqueue.health.WorkerWatch`, so the
     hot create path pays at most one Redis call per second per process, and a
     Redis error there never fails a create that already succeeded.
     """
     context = app.extensions[CONTEXT_KEY]
-    watch = checks.WorkerWatch(lambda: context.store.redis, context.keys)
-    app.extensions[WATCH_KEY] = watch
+    app.extensions[WATCH_KEY] = checks.WorkerWatch(lambda: context.store.redis, context.keys)
 
-    @app.after_request
-    def warn_without_worker(response: Response) -> Response:
-        rule = request.url_rule
-        if (response.status_code < 300 and rule is not None and (request.method, rule.rule) in CREATE_ROUTES
-                and watch.alive() is False):
-            response.headers.add("Warning", checks.NO_WORKER_WARNING)
-        return response
+
+def warn_without_worker(response: Response) -> Response:
+    """``response`` (a successful create's) with the no-worker ``Warning`` header if no worker is alive.
+
+    The create views (:data:`CREATE_ROUTES`) call it on their answer; an
+    ``after_request`` hook did the same for every request, at a cost on each.
+    """
+    if response.status_code < 300 and current_app.extensions[WATCH_KEY].alive() is False:
+        response.headers.add("Warning", checks.NO_WORKER_WARNING)
+    return response

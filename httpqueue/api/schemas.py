@@ -19,6 +19,7 @@ import typing as t
 from flask import current_app, has_app_context
 from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate, validates, validates_schema
 from marshmallow.decorators import POST_LOAD, PRE_LOAD, VALIDATES, VALIDATES_SCHEMA
+from marshmallow.utils import is_collection
 
 from httpqueue import jsoncodec
 from httpqueue.config import Settings
@@ -56,6 +57,55 @@ MEMO_SIZE = 4096
 """Most remembered field values per schema (a bound, not a cache policy: past it, values are just not kept)."""
 
 
+Deserializer = t.Callable[[t.Any, t.Any, t.Any], t.Any]
+"""A field's load of one present value: ``(value, attr, data) -> loaded``, raising :class:`ValidationError`."""
+
+
+def compiled(field: fields.Field) -> Deserializer:
+    """``field.deserialize`` for a present value, without the parts that cost and do nothing on valid input.
+
+    ``Field.deserialize`` builds an ``And`` of the field's validators on
+    every call (a property), collects their errors in lists and dicts, and
+    checks for a missing value the caller has already ruled out; in a batch
+    that was a sixth of the request's CPU. The result here calls the same
+    ``_deserialize`` and the same validators in the same order, and lets the
+    first :class:`ValidationError` through: the fast load then hands the input
+    to ``Schema.load``, which gathers every message. A ``List`` of a field that
+    compiles loads its items the same way. A field class that overrides
+    ``deserialize``, ``_validate`` or the missing/null check, or has
+    ``pre_load``/``post_load`` functions, keeps its own ``deserialize``.
+    """
+    kind = type(field)
+    if (kind.deserialize is not fields.Field.deserialize or kind._validate is not fields.Field._validate
+            or kind._validate_missing is not fields.Field._validate_missing or field.pre_load or field.post_load):
+        return field.deserialize
+    convert: Deserializer = field._deserialize
+    if kind is fields.List:
+        convert = _list_of(compiled(t.cast(fields.List[t.Any], field).inner))
+    validators = tuple(field.validators)
+    allow_none = field.allow_none
+
+    def deserialize(value: t.Any, attr: t.Any, data: t.Any) -> t.Any:
+        if value is None:
+            if allow_none:
+                return None
+            raise ValidationError("null")
+        output = convert(value, attr, data)
+        for validator in validators:
+            validator(output)
+        return output
+    return deserialize
+
+
+def _list_of(item: Deserializer) -> Deserializer:
+    """``List._deserialize`` with each item loaded by ``item`` (its own messages come from ``Schema.load``)."""
+    def convert(value: t.Any, attr: t.Any, data: t.Any) -> list[t.Any]:
+        if not is_collection(value):
+            raise ValidationError("invalid")
+        return [item(each, None, None) for each in value]
+    return convert
+
+
 class FastLoadSchema(Schema):
     """A schema that loads plain, valid input without marshmallow's per-load machinery, and errors with it.
 
@@ -75,8 +125,8 @@ class FastLoadSchema(Schema):
         super().__init__(*args, **kwargs)
         hooks = type(self)._hooks
         self._fast = not (hooks[PRE_LOAD] or hooks[POST_LOAD] or self.opts.unknown != RAISE or self.many)
-        self._fields = [(f.data_key or name, name, f) for name, f in self.load_fields.items()]
-        self._known = frozenset(key for key, _, _ in self._fields)
+        self._fields = [(f.data_key or name, name, f, compiled(f)) for name, f in self.load_fields.items()]
+        self._known = frozenset(key for key, _, _, _ in self._fields)
         self._field_validators: list[tuple[str, str, t.Callable[..., t.Any]]] = [
             (name, self.fields[name].data_key or name, getattr(self, attr))
             for attr, _, kwargs_ in hooks[VALIDATES] for name in kwargs_["field_names"]]
@@ -108,7 +158,7 @@ class FastLoadSchema(Schema):
     def _load_fast(self, data: dict[str, t.Any]) -> dict[str, t.Any]:
         out: dict[str, t.Any] = {}
         memo = self._memo_for(current_settings())
-        for key, name, field in self._fields:
+        for key, name, field, deserialize in self._fields:
             value = data.get(key, missing)
             if value is missing:
                 if field.required:
@@ -120,12 +170,12 @@ class FastLoadSchema(Schema):
             if name in self.MEMO_FIELDS and type(value) is str:
                 known = memo.get((name, value), missing)
                 if known is missing:
-                    known = field.deserialize(value, key, data)
+                    known = deserialize(value, key, data)
                     if len(memo) < MEMO_SIZE:
                         memo[(name, value)] = known
                 out[name] = known
                 continue
-            out[name] = field.deserialize(value, key, data)
+            out[name] = deserialize(value, key, data)
         for name, data_key, validator in self._field_validators:
             if name in out:
                 validator(out[name], data_key=data_key)
@@ -480,7 +530,7 @@ class CreatedSchema(Schema):
     replayed = fields.Boolean(metadata={"description": "Present (true) when an idempotent create was repeated."})
 
 
-class BatchSchema(Schema):
+class BatchSchema(FastLoadSchema):
     """Up to ``BATCH_MAX`` tasks, each validated on its own."""
 
     class Meta:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import typing as t
 
+from flask import Response
 from marshmallow import Schema, ValidationError, fields, validate
 
-from httpqueue.api.base import ApiBlueprint, answer, ctx, idempotency_key, service
+from httpqueue.api.base import ApiBlueprint, answer, ctx, idempotency_key, load_body, service
+from httpqueue.api.compat import CREATE  # one instance: the OpenAPI document names it once
 from httpqueue.api.documents import NEXT_CURSOR, changed_document, stats_document, task_document
+from httpqueue.api.ops import warn_without_worker
 from httpqueue.api.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, Pattern, TaskSchema
 from httpqueue.exceptions import InvalidInput
 from httpqueue.states import State
 
-from httpqueue.api.compat import CREATE  # one instance: the OpenAPI document names it once
+BATCH = BatchSchema()
+"""The batch body's schema, built once (the OpenAPI document names the class, as before)."""
 
 
 class ListArgs(Schema):
@@ -60,21 +64,21 @@ blp = ApiBlueprint("v1", __name__, url_prefix="/v1", description="Tasks as resou
 
 
 @blp.route("/tasks", methods=["POST"])
-@blp.arguments(CREATE, location="json", error_status_code=400)
+@blp.documented_arguments(CREATE, location="json", error_status_code=400)
 @blp.doc(parameters=[IDEMPOTENCY_HEADER])
-@blp.response(201, TaskSchema)
+@blp.documented_response(201, TaskSchema)
 @blp.alt_response(200, schema=TaskSchema, description="An idempotent create repeated: the first task "
                                                        "(header `Idempotent-Replayed: true`).")
 @blp.alt_response(400, schema=ApiErrorSchema, description="A field is invalid.")
 @blp.alt_response(409, schema=ApiErrorSchema, description="The id (or Idempotency-Key) was used by a "
                                                           "different request.")
-def create(body: dict[str, t.Any]) -> t.Any:
+def create() -> Response:
     """Create a task (the original fields plus execute_at, id and delivery options); answers the stored task."""
-    created, record = service().create_with_record(body, idempotency_key())
+    created, record = service().create_with_record(load_body(CREATE), idempotency_key())
     task = task_document(record)
     if created.replayed:
-        return answer({**task, "replayed": True}, 200, {"Idempotent-Replayed": "true"})
-    return answer(task, 201)
+        return warn_without_worker(answer({**task, "replayed": True}, 200, {"Idempotent-Replayed": "true"}))
+    return warn_without_worker(answer(task, 201))
 
 @blp.route("/tasks", methods=["GET"])
 @blp.arguments(ListArgs, location="query", error_status_code=400, unknown="raise")
@@ -86,13 +90,14 @@ def list_tasks(args: dict[str, t.Any]) -> dict[str, t.Any]:
     return {"tasks": [task_document(r) for r in page.tasks], "next_cursor": page.cursor}
 
 @blp.route("/tasks/batch", methods=["POST"])
-@blp.arguments(BatchSchema, location="json", error_status_code=400)
-@blp.response(200, description="One result per task, in order: `{\"id\"}` (plus `\"replayed\": true` "
-                               "when an item's `id` repeats an earlier create with the same fields) or "
-                               "`{\"error\", \"fields\"}`.")
-def batch(body: dict[str, t.Any]) -> dict[str, t.Any]:
+@blp.documented_arguments(BatchSchema, location="json", error_status_code=400)
+@blp.documented_response(200, description="One result per task, in order: `{\"id\"}` (plus `\"replayed\": true` "
+                                          "when an item's `id` repeats an earlier create with the same fields) or "
+                                          "`{\"error\", \"fields\"}`.")
+def batch() -> Response:
     """Create up to 1,000 tasks; each is validated and stored on its own (an `id` makes an item idempotent)."""
-    return {"results": [item.document() for item in service().create_many([_load(item) for item in body["tasks"]])]}
+    items = service().create_many([_load(item) for item in load_body(BATCH)["tasks"]])
+    return warn_without_worker(answer({"results": [item.document() for item in items]}))
 
 @blp.route("/tasks/<task_id>", methods=["GET"])
 @blp.response(200, TaskSchema)
