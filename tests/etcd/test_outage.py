@@ -21,6 +21,7 @@ from tests.support.etcd import EtcdNodes
 from tests.support.processes import settings_env, start_worker, wait_until
 from tests.support.receiver import Receiver
 from tests.support.store import fresh_prefix
+from tests.support import databases
 
 
 def test_one_member_killed_changes_still_reach_every_node(nodes: EtcdNodes) -> None:
@@ -35,7 +36,7 @@ def test_one_member_killed_changes_still_reach_every_node(nodes: EtcdNodes) -> N
 
 def broker_of(server: EmbeddedRedis) -> str:
     """A Redis database of the test's own for the broker: no other test's worker takes its messages."""
-    return server.url.rsplit("/", 1)[0] + "/9"
+    return databases.url(server.url, databases.BrokerDb.ETCD_OUTAGE)
 
 
 def metric(client: t.Any, name: str) -> float | None:

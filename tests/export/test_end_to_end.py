@@ -18,6 +18,7 @@ from tests.support.processes import Proc, settings_env, start_api, start_worker,
 from tests.support.receiver import Answer, Receiver
 from tests.support.settings import TEST_SETTINGS
 from tests.support.store import drop_prefix, fresh_prefix
+from tests.support.databases import BrokerDb
 
 pytestmark = pytest.mark.skipif(server_binary() is None, reason="clickhouse-server is not installed")
 
@@ -30,8 +31,8 @@ def stream_ids(client: redis.Redis, keys: Keys) -> set[str]:
             for entry_id, _ in client.xrange(keys.events(shard), "-", "+")}
 
 
-BROKER_DB = 13
-"""Redis database of this test's broker (others: 5 receiver servers, 9 etcd outage, 11-12 combinations)."""
+BROKER_DB = int(BrokerDb.EXPORT_END_TO_END)
+"""Redis database of this test's broker (tests/support/databases.py names them all)."""
 
 
 def test_export_fills_clickhouse_with_every_event_once_through_an_outage(

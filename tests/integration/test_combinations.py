@@ -41,15 +41,15 @@ from tests.support.receiver import Answer, Receiver
 from tests.support.sentinel import MASTER, SentinelGroup
 from tests.support.settings import TEST_SETTINGS
 from tests.support.store import drop_prefix, fresh_prefix
+from tests.support.databases import BrokerDb
 
 STORES = ("standalone", "sentinel", "cluster")
 BROKERS = ("redis", "rabbitmq")
 
-STANDALONE_DB = 11
-"""The suite's Redis database of the standalone store (and its broker): the session's worker uses 0, other
-tests 7 and 9."""
+STANDALONE_DB = int(BrokerDb.COMBINATIONS_STANDALONE)
+"""The suite's Redis database of the standalone store (and its broker)."""
 
-CLUSTER_BROKER_DB = 12
+CLUSTER_BROKER_DB = int(BrokerDb.COMBINATIONS_CLUSTER)
 """The suite's Redis database that is the Redis broker of the cluster store."""
 
 DELAYS = {"now": 0.0, "sub-second": 0.4, "seconds": 3.0}

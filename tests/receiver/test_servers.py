@@ -32,6 +32,7 @@ from httpqueue.receiver import DONE, Callback, Receiver, RedisDedupStore, SlowDo
 from httpqueue.receiver.asgi import callback, endpoint, install
 from httpqueue.receiver.flask import callback_view
 from tests.support.processes import settings_env, start_api, start_worker, wait_until
+from tests.support import databases
 
 SECRET = new_secret()
 
@@ -64,7 +65,7 @@ def signed_service(settings_overrides: dict[str, t.Any], redis_server: EmbeddedR
     """httpqueue (API + worker) signing with SECRET, on keys and a broker database of its own."""
     prefix = f"hqrecv{uuid.uuid4().hex[:6]}"
     env = settings_env({**settings_overrides, "key_prefix": prefix, "signing_secrets": SECRET,
-                        "broker_url": redis_server.url.rsplit("/", 1)[0] + "/5"})
+                        "broker_url": databases.url(redis_server.url, databases.BrokerDb.RECEIVER_SERVERS)})
     worker = start_worker(env, "receiver-worker", redis.Redis.from_url(redis_server.url), prefix=prefix)
     port = free_port()
     api = start_api(env, port, name="receiver-api")

@@ -19,16 +19,17 @@ from tests.support.processes import settings_env, start_api, start_worker, wait_
 from tests.support.receiver import Receiver
 from tests.support.settings import TEST_SETTINGS
 from tests.support.store import drop_prefix, fresh_prefix
+from tests.support.databases import BrokerDb
 
-BROKER_DB = 7
-"""The suite's Redis database that carries this test's Celery messages (the session's worker uses 0)."""
+BROKER_DB = BrokerDb.STORE_END_TO_END
+"""The suite's Redis database that carries this test's Celery messages."""
 
 
 def test_api_and_worker_deliver_on_the_store(store_kind: str, store_url: str, redis_server: EmbeddedRedis,
                                             receiver: Receiver) -> None:
     prefix = fresh_prefix()
     overrides = {**TEST_SETTINGS, "redis_url": store_url, "key_prefix": prefix, "shards": 8,
-                 "broker_url": f"redis://127.0.0.1:{redis_server.port}/{BROKER_DB}"}
+                 "broker_url": f"redis://127.0.0.1:{redis_server.port}/{int(BROKER_DB)}"}
     env = settings_env(overrides)
     client = redis_client(store_url)
     port = free_port()
