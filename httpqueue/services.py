@@ -264,11 +264,16 @@ class TaskService:
     # -- shared steps
 
     def _publish_due(self, dispatches: list[Dispatch], now: int) -> None:
-        """Publish due-soon tasks now; if the broker fails, their lease brings them back later."""
+        """Publish due-soon tasks now; if the broker fails, their lease brings them back later.
+
+        Their waits count from the clock read now, not from ``now`` (when the
+        request began): Celery starts a countdown when the message is sent, so
+        the time the store call took would otherwise make the task that late.
+        """
         if not dispatches:
             return
         try:
-            self.publish(dispatches, now)
+            self.publish(dispatches, now_ms())
         except Exception as exc:  # the task is stored; the promoter re-issues it when its lease runs out
             events.emit("publish_failed", logging.WARNING, count=len(dispatches), error=str(exc)[:300])
 

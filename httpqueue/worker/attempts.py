@@ -52,6 +52,8 @@ class Result:
     error: str | None = None
     duration: float = 0.0
     slot_ms: int | None = None
+    taken_ms: int = 0
+    """When the pool process took the task's delivery message (0: not known); for the lateness's parts."""
 
     @property
     def attempted(self) -> bool:
@@ -94,10 +96,11 @@ def turned_away(task: TaskRecord, verdict: Verdict) -> Result:
                   slot_ms=verdict.until_ms if verdict.action is AdmitAction.SLOT else None)
 
 
-async def attempt_async(ctx: Context, task: TaskRecord) -> Result:
+async def attempt_async(ctx: Context, task: TaskRecord, taken_ms: int = 0) -> Result:
     """POST one callback and decide what happens next; never raises for a receiver's fault.
 
     Runs on the process's delivery loop (:mod:`httpqueue.delivery.aio`).
+    ``taken_ms``: when the pool process took the delivery message (logged with the attempt).
     """
     s = ctx.settings
     started = now_ms()
@@ -106,8 +109,9 @@ async def attempt_async(ctx: Context, task: TaskRecord) -> Result:
                                      timeout=s.callback_timeout, follow_redirects=s.follow_redirects,
                                      signer=ctx.signer)
     except (UnsafeCallbackError, CallbackThrottled, CallbackFailed) as exc:
-        return unsuccessful(s, task, started, exc)
-    return Result(task, Outcome.SUCCEEDED, started, now_ms(), code=sent.code, duration=sent.duration)
+        return dataclasses.replace(unsuccessful(s, task, started, exc), taken_ms=taken_ms)
+    return Result(task, Outcome.SUCCEEDED, started, now_ms(), code=sent.code, duration=sent.duration,
+                  taken_ms=taken_ms)
 
 
 def attempt(ctx: Context, task: TaskRecord) -> Result:
@@ -192,6 +196,7 @@ def record(ctx: Context, topic: str, results: t.Sequence[Result], notify: Notify
                     outcome=result.outcome.value, answer=f'{{"code":{result.code}}}' if quiet else None,
                     error=result.error, code=result.code, duration_ms=round(result.duration * 1000, 3),
                     late_ms=result.started_ms - result.task.due_ms, next_attempt_ms=result.due_ms or None,
+                    taken_late_ms=result.taken_ms - result.task.due_ms if result.taken_ms else None,
                     recorded=ok)
         if ok and result.outcome is Outcome.FAILED:
             url = (result.task.options or {}).get("failure_callback") or failure_callback

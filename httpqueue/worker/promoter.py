@@ -104,8 +104,9 @@ class Promoter:
             report.promoted += len(promoted)
             report.reclaimed += len(reclaimed)
             report.full = report.full or max(len(promoted), len(reclaimed)) >= self.store.batch
-        if taken:  # one publish per pass, so tasks of all shards due together share messages
-            self.publish(taken, now)
+        if taken:  # one publish per pass, so tasks of all shards due together share messages; the waits
+            # count from the clock now, not at the pass's start: Celery starts a countdown when it sends
+            self.publish(taken, int(self.clock() * 1000))
         if self.passes % PURGE_EVERY == 0:
             now = int(self.clock() * 1000)
             report.purged = sum(self.store.purge(shard, now) for shard in range(shards))

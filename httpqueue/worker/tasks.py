@@ -330,7 +330,8 @@ def deliver(self: DeliveryTask, batch: list[list[t.Any]], topic: str = "") -> di
     # Hand the attempts to the launcher: each starts at its offset from the message's ETA (or its
     # start, without one; offsets, not absolute due times, so a promoter on an injected clock still
     # works), on the process's delivery loop; the outcomes are recorded together when the last one ends.
-    calls = [(anchor + offsets[task.id] / 1000, functools.partial(attempt_async, ctx, task)) for task in go]
+    taken = round(time.time() * 1000 - (time.monotonic() - started) * 1000)
+    calls = [(anchor + offsets[task.id] / 1000, functools.partial(attempt_async, ctx, task, taken)) for task in go]
 
     def done(results: list[Result]) -> None:
         outcomes = [*away, *results]
