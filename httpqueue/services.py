@@ -30,6 +30,8 @@ from httpqueue.store.schedules import Schedule, check_cron, check_timezone
 OPTION_FIELDS = ("method", "headers", "timeout", "success", "retry_policy", "failure_callback")
 """Fields of a create request that are delivery options, kept with the task (``opt``)."""
 
+OPTION_SET = frozenset(OPTION_FIELDS)
+
 BATCH_LOG_IDS = 5
 """Task ids a batch create's log record names (the first ones created; each task's own record is at DEBUG)."""
 
@@ -50,10 +52,29 @@ class TaskSpec:
     @classmethod
     def from_fields(cls, fields: t.Mapping[str, t.Any]) -> TaskSpec:
         """From validated create fields (``retry`` and the option fields at the top level) or a template."""
-        options = dict(fields.get("options") or {})
-        options.update({name: fields[name] for name in OPTION_FIELDS if name in fields})
         return cls(topic=fields["topic"], callback=fields["callback"], content=fields.get("content", ""),
-                   max_retry=int(fields.get("retry", 0)), options=options)
+                   max_retry=int(fields.get("retry", 0)), options=cls.options_of(fields))
+
+    @staticmethod
+    def options_of(fields: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """The delivery options of create fields or a template (``options``, then the top-level option fields)."""
+        options = dict(fields.get("options") or {})
+        if not OPTION_SET.isdisjoint(fields.keys()):
+            options.update({name: fields[name] for name in OPTION_FIELDS if name in fields})
+        return options
+
+    @classmethod
+    def task_of(cls, fields: t.Mapping[str, t.Any], options: t.Mapping[str, t.Any], due_ms: int,
+                task_id: str | None = None, fingerprint: str | None = None) -> NewTask:
+        """``from_fields(fields).at(due_ms, task_id, fingerprint)``, without the spec in between.
+
+        A create builds one per task (a thousand per batch), and the spec
+        only carried the fields over; ``options`` is :meth:`options_of` the
+        fields, which the caller has checked. A test checks both give the same.
+        """
+        return NewTask(topic=fields["topic"], callback=fields["callback"], content=fields.get("content", ""),
+                       due_ms=due_ms, max_retry=int(fields.get("retry", 0)), options=dict(options) or None,
+                       task_id=task_id, fingerprint=fingerprint)
 
     def template(self) -> dict[str, t.Any]:
         """The spec as a schedule stores it (the create fields, options nested)."""
@@ -113,8 +134,11 @@ class TaskService:
 
     def check_callbacks(self, spec: TaskSpec) -> None:
         """The SSRF guard's create-time check of the callback and failure callback (the worker checks again)."""
-        self.check_url(spec.callback, "callback")
-        failure = spec.options.get("failure_callback")
+        self._check_callbacks(spec.callback, spec.options)
+
+    def _check_callbacks(self, callback: str, options: t.Mapping[str, t.Any]) -> None:
+        self.check_url(callback, "callback")
+        failure = options.get("failure_callback")
         if failure:
             self.check_url(failure, "failure_callback")
 
@@ -132,10 +156,10 @@ class TaskService:
         idempotent: the task id is fixed and the request's fingerprint is
         stored, so a repeat of the same request is a replay.
         """
-        spec = TaskSpec.from_fields(fields)
-        self.check_callbacks(spec)
+        options = TaskSpec.options_of(fields)
+        self._check_callbacks(fields["callback"], options)
         task_id = idempotent_id(fields, idempotency_key)
-        return spec.at(due_ms(fields, now), task_id, fingerprint(fields) if task_id else None)
+        return TaskSpec.task_of(fields, options, due_ms(fields, now), task_id, fingerprint(fields) if task_id else None)
 
     # -- tasks
 

@@ -13,7 +13,7 @@ from flask_smorest import Api
 
 from httpqueue import __version__, context, jsoncodec
 from httpqueue.api import auth, compat, dashboard, errors, export, nodes, ops, schedules, topics, v1
-from httpqueue.api.base import CONTEXT_KEY, SERVICE_KEY
+from httpqueue.api.base import CONTEXT_KEY, SERVICE_KEY, bind_app, unbind_app
 from httpqueue.api.schemas import ApiErrorSchema, bind_settings, unbind_settings
 from httpqueue.celery import app as celery_app
 from httpqueue.config import Settings
@@ -80,14 +80,16 @@ class HttpqueueFlask(Flask):
 
     The binding wraps the WSGI call rather than using ``before_request`` and
     ``teardown_request`` hooks: on the create path two hooks and ``g`` cost
-    more than the binding itself.
+    more than the binding itself. The app itself is bound too, for the views'
+    :func:`~httpqueue.api.base.service` and :func:`~httpqueue.api.base.ctx`.
     """
 
     settings: Settings
 
     def wsgi_app(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
-        token = bind_settings(self.settings)
+        token, app_token = bind_settings(self.settings), bind_app(self)
         try:
             return super().wsgi_app(environ, start_response)
         finally:
+            unbind_app(app_token)
             unbind_settings(token)

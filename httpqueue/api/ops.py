@@ -17,7 +17,7 @@ from flask import Flask, Response, current_app, jsonify
 
 from httpqueue import health as checks
 from httpqueue import metrics
-from httpqueue.api.base import CONTEXT_KEY, ApiBlueprint, ctx
+from httpqueue.api.base import CONTEXT_KEY, ApiBlueprint, ctx, extensions
 from httpqueue.api.schemas import ApiErrorSchema
 from httpqueue.exceptions import BrokerUnavailable, StoreUnavailable
 
@@ -127,6 +127,6 @@ def warn_without_worker(response: Response) -> Response:
     The create views (:data:`CREATE_ROUTES`) call it on their answer; an
     ``after_request`` hook did the same for every request, at a cost on each.
     """
-    if response.status_code < 300 and current_app.extensions[WATCH_KEY].alive() is False:
+    if response.status_code < 300 and extensions()[WATCH_KEY].alive() is False:
         response.headers.add("Warning", checks.NO_WORKER_WARNING)
     return response

@@ -122,3 +122,21 @@ def _outcome(load: t.Callable[[t.Any], t.Any], body: t.Any) -> tuple[str, t.Any]
                                            "more": st.integers()}))
 def test_the_batch_schema_s_fast_load_agrees_with_marshmallow(body: dict[str, t.Any]) -> None:
     assert _outcome(BATCH.load, body) == _outcome(lambda b: Schema.load(BATCH, b), body)
+
+
+@pytest.mark.parametrize("fields", [
+    {"topic": "t", "callback": "http://h/", "delay": 1},
+    {"topic": "t", "callback": "http://h/", "delay": 1, "retry": 3, "content": {"a": [1]}},
+    {"topic": "t", "callback": "http://h/", "method": "PUT", "headers": {"X-A": "b"}, "timeout": 2.5,
+     "success": "2xx", "retry_policy": {"base": 2}, "failure_callback": "http://h/f"},
+    {"topic": "t", "callback": "http://h/", "options": {"method": "GET"}, "retry": 2},  # a schedule's template
+    {"topic": "t", "callback": "http://h/", "options": {"method": "GET", "timeout": 1}, "timeout": 3},
+])
+def test_a_create_s_task_is_the_spec_s_task(fields: dict[str, t.Any]) -> None:
+    from httpqueue.services import TaskSpec
+
+    spec = TaskSpec.from_fields(fields)
+    assert TaskSpec.options_of(fields) == spec.options
+    for task_id, fingerprint in ((None, None), ("x", "f")):
+        assert TaskSpec.task_of(fields, TaskSpec.options_of(fields), 5, task_id, fingerprint) == spec.at(
+            5, task_id, fingerprint)
