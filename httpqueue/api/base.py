@@ -149,9 +149,10 @@ _LARGE_INT_AS_FLOAT = 2.0 ** 63
 """orjson reads an integer beyond 64 bits as a float; an integral float this large may have been one."""
 
 
-def _plain(body: dict[str, t.Any]) -> tuple[int, int, bool]:
-    """Keys, nesting depth, and whether any number may be a big integer that orjson turned into a float."""
-    keys, deepest, suspicious = 0, 1, False
+def _plain(body: dict[str, t.Any]) -> tuple[int, int, bool, int]:
+    """Keys, nesting depth, whether any number may be a big integer that orjson turned into a float, and
+    how many colons the keys and strings hold."""
+    keys, deepest, suspicious, colons = 0, 1, False, 0
     stack: list[tuple[t.Any, int]] = [(body, 1)]
     while stack:
         value, depth = stack.pop()
@@ -160,13 +161,32 @@ def _plain(body: dict[str, t.Any]) -> tuple[int, int, bool]:
         items = value.values() if type(value) is dict else value
         if type(value) is dict:
             keys += len(value)
+            colons += "".join(value).count(":")
         for item in items:
             kind = type(item)
-            if kind is dict or kind is list:
+            if kind is str:
+                colons += item.count(":")
+            elif kind is dict or kind is list:
                 stack.append((item, depth + 1))
             elif kind is float and abs(item) >= _LARGE_INT_AS_FLOAT and item.is_integer():
                 suspicious = True
-    return keys, deepest, suspicious
+    return keys, deepest, suspicious, colons
+
+
+def _keys_all_kept(data: bytes, keys: int, colons: int) -> bool:
+    """Whether the text of ``data`` has exactly ``keys`` keys: none was dropped as a duplicate.
+
+    In valid JSON a colon outside strings follows a key, so the text's colons
+    are its keys plus those inside its strings. Without ``\\u`` escapes a
+    parsed string has a colon exactly where its text had one, so the parsed
+    keys and strings hold at most as many (a dropped duplicate takes its own
+    away): when the counts still add up, no key was dropped. Otherwise the
+    keys are counted in the text (:data:`_KEY_OR_STRING`), which costs a
+    scan of every string literal.
+    """
+    if b"\\u" not in data and data.count(b":") == keys + colons:
+        return True
+    return keys == _KEY_OR_STRING.findall(data).count(b":")
 
 
 def parse_body(data: bytes) -> dict[str, t.Any]:
@@ -184,8 +204,8 @@ def parse_body(data: bytes) -> dict[str, t.Any]:
         return parse_body_strictly(data)
     if type(body) is not dict:
         return parse_body_strictly(data)
-    keys, depth, suspicious = _plain(body)
-    if suspicious or depth > MAX_BODY_DEPTH or keys != _KEY_OR_STRING.findall(data).count(b":"):
+    keys, depth, suspicious, colons = _plain(body)
+    if suspicious or depth > MAX_BODY_DEPTH or not _keys_all_kept(data, keys, colons):
         return parse_body_strictly(data)
     return t.cast(dict[str, t.Any], body)
 
