@@ -57,7 +57,6 @@ class PassReport:
     promoted: int = 0
     reclaimed: int = 0
     released: int = 0
-    held: int = 0
     purged: int = 0
     full: bool = False
 
@@ -68,11 +67,9 @@ class Promoter:
     def __init__(self, store: TaskStore, publish: Publish, *, interval: float = 0.25,
                  clock: t.Callable[[], float] = time.time, name: str = "promoter",
                  heartbeat: t.Callable[[str, float], None] | None = None,
-                 reap: t.Callable[[int], int] | None = None,
-                 note_holds: t.Callable[[int], int] | None = None) -> None:
+                 reap: t.Callable[[int], int] | None = None) -> None:
         self.store = store
         self.reap = reap
-        self.note_holds = note_holds
         self.publish = publish
         self.interval = interval
         self.clock = clock
@@ -91,8 +88,6 @@ class Promoter:
         shards = self.store.keys.shards
         start = random.randrange(shards)
         now = int(self.clock() * 1000)
-        if self.note_holds is not None:  # the messages this worker took since the last pass (holds.py)
-            report.held = self.note_holds(now)
         if self.reap is not None:  # dead workers' attempts become due for this very pass's reclaim
             report.released = self.reap(now)
         taken = []
@@ -149,12 +144,11 @@ class PromoterStep(ThreadStep):
         reaper = nodes.Reaper(self.node.registry, store.release_orphans, self.node)
         self.holds: Holds | None = None
         if not rabbitmq.is_amqp(worker.app.conf.broker_url):  # RabbitMQ hands a dead consumer's messages on itself
-            self.holds = Holds(store, nodes.worker_incarnation())
+            self.holds = Holds(store, nodes.worker_incarnation()).start()
             signals.task_received.connect(self.holds.received, weak=False)
             _stopping.append(self.holds)
         promoter = Promoter(store, Publisher(worker.app), interval=ctx.settings.promoter_interval,
-                            name=worker.hostname, heartbeat=heartbeat, reap=reaper.reap,
-                            note_holds=self.holds.write if self.holds is not None else None)
+                            name=worker.hostname, heartbeat=heartbeat, reap=reaper.reap)
         if ctx.settings.worker_metrics_port:
             from httpqueue import metrics
 
