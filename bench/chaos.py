@@ -146,6 +146,7 @@ def count(clients: Clients, receiver: Receiver, faults: list[Fault]) -> dict[str
         "statuses": dict(sorted(tally.statuses.items())),
         "_lost": lost, "_after_delete": after_delete, "_double_key": double_key,
         "_unexplained": unexplained[:50],
+        "_not_rising": {i: a for i, a in duplicates.items() if not all(x[1] < y[1] for x, y in zip(a, a[1:]))},
         "_late": sorted((a[0][0] * 1000 - a[0][2], i) for i, a in arrivals.items() if a[0][2])[-20:],
     }
 
@@ -270,14 +271,17 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         figures["drain_s"] = drained
         broken = set(figures["_lost"]) | set(figures["_after_delete"])
         late = [i for ms, i in figures["_late"] if ms > 10_000]
-        if broken or figures["_double_key"] or figures["_unexplained"] or late:
+        not_rising = figures["_not_rising"]
+        if broken or figures["_double_key"] or figures["_unexplained"] or late or not_rising:
             out = ARTIFACTS / f"chaos{stamp}-evidence.json"
             out.write_text(json.dumps({
                 "lost": figures["_lost"], "fired_after_delete": figures["_after_delete"],
                 "double_key": figures["_double_key"], "duplicates_without_fault": figures["_unexplained"],
                 "faults": [f.__dict__ for f in faults],
                 "late_ms": figures["_late"],
-                "tasks": evidence(nodes.url, sorted(broken) + figures["_unexplained"][:20] + late[-5:]),
+                "duplicates_not_rising": not_rising,  # id -> [(arrival, attempt header, due)]
+                "tasks": evidence(nodes.url, sorted(broken) + figures["_unexplained"][:20] + late[-5:]
+                                  + sorted(not_rising)[:20]),
             }, indent=1, default=str))
             figures["evidence"] = str(out.relative_to(ARTIFACTS.parent))
         if figures["_unexplained"]:
