@@ -130,6 +130,16 @@ def arrivals(receiver: Receiver, ids: list[str]) -> dict[str, list[float]]:
     return {i: [r.at for r in receiver.requests if r.task_id == i] for i in ids}
 
 
+def assert_fired_once_on_time(receiver: Receiver, ids: list[str], due: float, fault: str) -> None:
+    """Every held task arrives within :data:`ON_TIME_S` of its due time, and once (none was in flight)."""
+    wait_until(lambda: all(arrivals(receiver, ids).values()), 60, "every held task delivered")
+    late = max(min(at) - due for at in arrivals(receiver, ids).values())
+    print(f"{fault} of a worker holding {TASKS} ETA messages: the last task fired {late:.2f} s after its due time")
+    assert late <= ON_TIME_S, f"{late:.1f} s late: the held messages waited for their lease"
+    time.sleep(1)
+    assert all(len(at) == 1 for at in arrivals(receiver, ids).values())
+
+
 def test_kill_9_worker_holding_eta_messages_its_tasks_fire_on_time(service: Service, slow_receiver: Receiver) -> None:
     """The victim holds ETA messages not yet due (Redis broker): after its death they fire at their due time."""
     receiver, path = slow_receiver, "/held-kill"
@@ -142,12 +152,7 @@ def test_kill_9_worker_holding_eta_messages_its_tasks_fire_on_time(service: Serv
                         and time.time() - n.identity.started > nodes.HEARTBEAT_TTL + 1], 30, "the heir steady")
     assert time.time() < due - 8, "the machine is too slow for this test's timing: the tasks are nearly due"
     victim.kill9()
-    wait_until(lambda: all(arrivals(receiver, ids).values()), 60, "every held task delivered")
-    late = max(min(at) - due for at in arrivals(receiver, ids).values())
-    print(f"kill -9 of a worker holding {TASKS} ETA messages: the last task fired {late:.2f} s after its due time")
-    assert late <= ON_TIME_S, f"{late:.1f} s late: the held messages waited for their lease"
-    time.sleep(1)
-    assert all(len(at) == 1 for at in arrivals(receiver, ids).values())  # none of them was in flight: no duplicate
+    assert_fired_once_on_time(receiver, ids, due, "kill -9")
 
 
 def test_a_worker_stopping_cleanly_hands_its_held_messages_on(service: Service, slow_receiver: Receiver) -> None:
@@ -160,9 +165,4 @@ def test_a_worker_stopping_cleanly_hands_its_held_messages_on(service: Service, 
     victim.stop()
     assert victim.process.returncode == 0, victim.output()[-2000:]
     assert "held_released" in victim.output()
-    wait_until(lambda: all(arrivals(receiver, ids).values()), 60, "every held task delivered")
-    late = max(min(at) - due for at in arrivals(receiver, ids).values())
-    print(f"warm shutdown of a worker holding {TASKS} ETA messages: the last task fired {late:.2f} s after its due")
-    assert late <= ON_TIME_S, f"{late:.1f} s late: the held messages waited for their lease"
-    time.sleep(1)
-    assert all(len(at) == 1 for at in arrivals(receiver, ids).values())
+    assert_fired_once_on_time(receiver, ids, due, "warm shutdown")
