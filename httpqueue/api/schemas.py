@@ -125,18 +125,25 @@ class FastLoadSchema(Schema):
         super().__init__(*args, **kwargs)
         hooks = type(self)._hooks
         self._fast = not (hooks[PRE_LOAD] or hooks[POST_LOAD] or self.opts.unknown != RAISE or self.many)
-        self._fields = [(f.data_key or name, name, f, compiled(f)) for name, f in self.load_fields.items()]
-        self._known = frozenset(key for key, _, _, _ in self._fields)
-        self._field_validators: list[tuple[str, str, t.Callable[..., t.Any]]] = [
-            (name, self.fields[name].data_key or name, getattr(self, attr))
-            for attr, _, kwargs_ in hooks[VALIDATES] for name in kwargs_["field_names"]]
+        validators: dict[str, list[tuple[t.Callable[..., t.Any], str]]] = {}
+        for attr, _, kwargs_ in hooks[VALIDATES]:
+            for name in kwargs_["field_names"]:
+                validators.setdefault(name, []).append((getattr(self, attr), self.fields[name].data_key or name))
+        self._fields = [(f.data_key or name, name, f, compiled(f), name in self.MEMO_FIELDS,
+                         tuple(validators.get(name, ()))) for name, f in self.load_fields.items()]
+        self._known = frozenset(key for key, *_ in self._fields)
+        # what the fast load needs of a field, by the key it is sent as; and of each field in order, if absent
+        self._present = {key: (name, deserialize, remembered, checks)
+                         for key, name, _, deserialize, remembered, checks in self._fields}
+        self._absent = [(key, name, f.required, f.load_default, checks) for key, name, f, _, _, checks in self._fields]
         self._schema_validators = [getattr(self, attr) for attr, many, kwargs_ in hooks[VALIDATES_SCHEMA]
                                    if not many and not kwargs_.get("pass_original")]
         self._fast = self._fast and len(self._schema_validators) == len(hooks[VALIDATES_SCHEMA])
 
     MEMO_FIELDS: t.ClassVar[frozenset[str]] = frozenset()
     """String fields whose deserialization depends only on the value and the settings (e.g. URLs): a batch
-    repeats the same callback a thousand times, so the result of a valid value is remembered (per settings)."""
+    repeats the same callback a thousand times, so the result of a valid value is remembered (per settings),
+    once it has also passed the field's ``@validates`` methods (which see nothing but the value)."""
 
     def _memo_for(self, settings: Settings) -> dict[tuple[str, str], t.Any]:
         """The remembered values for ``settings`` (held by reference: a new settings object starts afresh)."""
@@ -158,27 +165,33 @@ class FastLoadSchema(Schema):
     def _load_fast(self, data: dict[str, t.Any]) -> dict[str, t.Any]:
         out: dict[str, t.Any] = {}
         memo = self._memo_for(current_settings())
-        for key, name, field, deserialize in self._fields:
-            value = data.get(key, missing)
-            if value is missing:
-                if field.required:
-                    raise ValidationError("missing")
-                default = field.load_default
-                if default is not missing:
-                    out[name] = default() if callable(default) else default
-                continue
-            if name in self.MEMO_FIELDS and type(value) is str:
+        present = self._present
+        for key, value in data.items():  # the keys sent (load checked they are all fields), then the others
+            name, deserialize, remembered, validators = present[key]
+            if remembered and type(value) is str:
                 known = memo.get((name, value), missing)
                 if known is missing:
                     known = deserialize(value, key, data)
+                    for validator, data_key in validators:
+                        validator(known, data_key=data_key)
                     if len(memo) < MEMO_SIZE:
                         memo[(name, value)] = known
                 out[name] = known
                 continue
-            out[name] = deserialize(value, key, data)
-        for name, data_key, validator in self._field_validators:
-            if name in out:
-                validator(out[name], data_key=data_key)
+            out[name] = value = deserialize(value, key, data)
+            for validator, data_key in validators:  # marshmallow runs them after every field: the same on valid input
+                validator(value, data_key=data_key)
+        if len(data) < len(present):
+            for key, name, required, default, validators in self._absent:
+                if key in data:
+                    continue
+                if required:
+                    raise ValidationError("missing")
+                if default is missing:
+                    continue
+                out[name] = value = default() if callable(default) else default
+                for validator, data_key in validators:
+                    validator(value, data_key=data_key)
         for validator in self._schema_validators:
             validator(out, partial=None, many=False, unknown=None)
         return out
@@ -261,18 +274,24 @@ class Pattern(validate.Regexp):
         return value
 
 
+def number(value: t.Any) -> t.Any:
+    """``value`` if it is a JSON number (not a string, not a boolean, finite), else :class:`ValidationError`."""
+    kind = type(value)  # a JSON number is an int or a float: the ABC check only for anything else
+    if kind is not int and kind is not float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        raise ValidationError("must be a number")
+    if not finite(value):
+        raise ValidationError("must be a finite number (at most about 1.8e308)")
+    return value
+
+
 class StrictNumber(fields.Number):
     """A JSON number: not a string, not a boolean, not NaN or infinite, within a float's range."""
 
     num_type = float
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValidationError("must be a number")
-        if not finite(value):
-            raise ValidationError("must be a finite number (at most about 1.8e308)")
-        # what fields.Number would do after its own checks (the ones above are stricter): convert
-        return self.num_type(value)
+        # what fields.Number would do after its own checks (those of number() are stricter): convert
+        return self.num_type(number(value))
 
 
 class StrictInteger(StrictNumber):
@@ -287,10 +306,10 @@ class StrictInteger(StrictNumber):
         super().__init__(**kwargs)
 
     def _deserialize(self, value: t.Any, attr: t.Any, data: t.Any, **kwargs: t.Any) -> t.Any:
-        number = super()._deserialize(value, attr, data, **kwargs)
+        checked = number(value)
         if isinstance(value, float) and not value.is_integer():
             raise ValidationError("must be a whole number")
-        return int(number)
+        return int(checked)
 
 
 RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
@@ -403,14 +422,14 @@ around content of :data:`MAX_CONTENT_DEPTH` levels. Checked before the body is p
 
 def nesting(value: t.Any) -> int:
     """How many levels of arrays and objects ``value`` has (a scalar has 0), without recursion."""
-    deepest, level = 0, [(value, 0)]
-    while level:
-        item, depth = level.pop()
-        if isinstance(item, (list, dict)):
-            depth += 1
-            deepest = max(deepest, depth)
-            level.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+    depth, level = 0, [value]
+    while level:  # level by level: the containers at this depth
+        level = [item for item in level if isinstance(item, (list, dict))]
+        if not level:
+            break
+        depth += 1
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
 
 
 class CreateTaskSchema(FastLoadSchema):

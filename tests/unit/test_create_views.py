@@ -140,3 +140,25 @@ def test_a_create_s_task_is_the_spec_s_task(fields: dict[str, t.Any]) -> None:
     for task_id, fingerprint in ((None, None), ("x", "f")):
         assert TaskSpec.task_of(fields, TaskSpec.options_of(fields), 5, task_id, fingerprint) == spec.at(
             5, task_id, fingerprint)
+
+
+def _depth(value: t.Any) -> int:
+    """Nesting by its definition (recursive): a container is one level more than its deepest child."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max((_depth(child) for child in value), default=0)
+    return 0
+
+
+json_values = st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=2)),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner,
+                                                                                        max_size=3), max_leaves=25)
+
+
+@settings(max_examples=500, deadline=None)
+@given(json_values)
+def test_nesting_counts_the_levels_of_arrays_and_objects(value: t.Any) -> None:
+    from httpqueue.api.schemas import nesting
+
+    assert nesting(value) == _depth(value)
