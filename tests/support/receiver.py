@@ -42,6 +42,23 @@ class Received:
         return self.headers.get("X-Httpqueue-Id", "")
 
 
+class ReceiverServer(ThreadingHTTPServer):
+    """A threaded HTTP server with a listen backlog a burst of new connections fits in.
+
+    ``socketserver``'s default backlog is 5. When workers open many
+    connections at once (a restarted pool process, a batch due together),
+    Linux then drops the handshakes' last ACK: the client believes it is
+    connected and sends its request, which the server reads only after the
+    client's retransmissions, up to 15 s later. The sender has timed out and
+    retried by then, so the receiver sees the first attempt after the second
+    (seen in the chaos soak). Real receivers (nginx, gunicorn: 511 or 2048)
+    listen with a larger backlog.
+    """
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
@@ -49,8 +66,7 @@ class Receiver:
         self.defaults: dict[str, Answer] = {}
         self.lock = threading.Condition()
         handler = self._handler()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
+        self.server = ReceiverServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
