@@ -4,7 +4,7 @@
 body without webargs (:func:`httpqueue.api.base.load_body`). A reference
 route decorated the way they were (``blp.arguments(schema)``) is added to the
 app, and each bad body must get the same status and the same JSON from both.
-Nothing here reaches Redis: every body is refused before the store.
+Every body is refused before the store.
 """
 from __future__ import annotations
 
@@ -40,8 +40,10 @@ def reference_batch(body: dict[str, t.Any]) -> dict[str, t.Any]:
 
 
 @pytest.fixture(scope="module")
-def app() -> Flask:
-    built = create_app(Settings.load({"redis_url": "redis://127.0.0.1:1/0"}, environ={}))
+def app(settings: Settings) -> Flask:
+    """An app of the session's settings (the first app of a process installs its context, which Celery's
+    broker configuration reads: an app of its own with a Redis nowhere broke later tests' publishing)."""
+    built = create_app(settings)
     built.register_blueprint(reference)
     return built
 
