@@ -106,6 +106,17 @@ class Keys:
         """
         return f"{self.tag(shard)}:owned:{incarnation}"
 
+    def holding(self, shard: int, incarnation: str) -> str:
+        """Sorted set: ``<id>|<generation>`` of ``shard`` whose delivery message worker ``incarnation`` holds.
+
+        Written by ``hold.lua`` (with the Redis broker, a worker keeps ETA
+        messages in memory until due); read by ``orphans.lua``, which releases
+        a task only while it is still queued under that generation. Scored by
+        due time + lease; trimmed by the next note, and the key expires a while
+        after its last entry.
+        """
+        return f"{self.tag(shard)}:holding:{incarnation}"
+
     def nodes_tag(self) -> str:
         """Hash tag of the node registry: one slot holds it (a few entries per process)."""
         return f"{self.prefix}:{{nodes}}"

@@ -355,13 +355,14 @@ class TaskStore:
         """
         calls = ScriptCalls(self.redis)
         for shard in range(self.keys.shards):
-            calls.add(self._scripts["orphans"], [self.keys.owned(shard, incarnation), self.keys.inflight(shard)],
+            calls.add(self._scripts["orphans"], [self.keys.owned(shard, incarnation),
+                                                 self.keys.holding(shard, incarnation), self.keys.inflight(shard)],
                       [now_ms, incarnation, self.keys.task_prefix(shard), int(attempts)])
         return sum(int(n) for n in calls.execute())
 
     @translate_errors
-    def hold_many(self, incarnation: str, items: t.Sequence[tuple[str, int]], now_ms: int) -> int:
-        """Note that worker ``incarnation`` holds delivery messages of ``items`` (task id, due ms) not yet due.
+    def hold_many(self, incarnation: str, items: t.Sequence[tuple[str, int, int]], now_ms: int) -> int:
+        """Note that worker ``incarnation`` holds delivery messages of ``items`` (id, generation, due ms) not yet due.
 
         With the Redis broker a worker keeps ETA messages in its memory until
         they are due; noted here, they are released by :meth:`release_orphans`
@@ -369,11 +370,11 @@ class TaskStore:
         One script call per shard with such tasks, sent together.
         """
         by_shard: dict[int, list[t.Any]] = {}
-        for task_id, due_ms in items:
-            by_shard.setdefault(self.keys.shard_of(task_id), []).extend((due_ms + self.lease_ms, task_id))
+        for task_id, gen, due_ms in items:
+            by_shard.setdefault(self.keys.shard_of(task_id), []).extend((due_ms + self.lease_ms, f"{task_id}|{gen}"))
         calls = ScriptCalls(self.redis)
         for shard, pairs in by_shard.items():
-            calls.add(self._scripts["hold"], [self.keys.owned(shard, incarnation)], [now_ms, *pairs])
+            calls.add(self._scripts["hold"], [self.keys.holding(shard, incarnation)], [now_ms, *pairs])
         return sum(int(n) for n in calls.execute()) if calls.calls else 0
 
     @translate_errors

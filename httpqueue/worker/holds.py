@@ -48,7 +48,7 @@ class Holds:
         self.incarnation = incarnation
         self.clock = clock
         self._lock = threading.Lock()
-        self._unwritten: list[tuple[str, int]] = []
+        self._unwritten: list[tuple[str, int, int]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -94,7 +94,7 @@ class Holds:
             return
         try:
             batch = request.args[0]
-            items = [(str(item[0]), eta_ms + (int(item[2]) if len(item) > 2 else 0)) for item in batch]
+            items = [(str(item[0]), int(item[1]), eta_ms + (int(item[2]) if len(item) > 2 else 0)) for item in batch]
         except (IndexError, TypeError, ValueError):  # not our message's shape: the task itself will say so
             return
         with self._lock:

@@ -119,8 +119,8 @@ def held_tasks(service: Service, receiver: Receiver, path: str, victim_name: str
     keys = Keys(service.settings.get("key_prefix", "hq"))
 
     def noted() -> set[str]:
-        return {m.decode() for s in range(keys.shards)
-                for m in service.client.zrange(keys.owned(s, victim[0].identity.incarnation), 0, -1)}
+        return {m.decode().split("|")[0] for s in range(keys.shards)
+                for m in service.client.zrange(keys.holding(s, victim[0].identity.incarnation), 0, -1)}
 
     wait_until(lambda: noted() >= set(ids), 10, "the victim's held messages noted in the store")
     return ids, due

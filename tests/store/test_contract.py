@@ -193,6 +193,8 @@ def exercise(context: Context) -> None:
     settled(store, NOW, Outcome.FAILED)
     owned = queued(store, NOW)
     store.claim_many([(owned.task_id, owned.gen)], NOW, store.lease_ms, owner="o1")
+    held = queued(store, NOW)
+    store.hold_many("o1", [(held.task_id, held.gen, held.due_ms)], NOW)
     store.release_orphans("o1", NOW)
     for shard in range(context.keys.shards):
         store.reclaim(shard, NOW + HOUR_MS)
@@ -261,7 +263,7 @@ def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[s
         "reclaim": lambda s: [[k.inflight(s), k.stats(s), k.dead(s)]],
         "purge": lambda s: [[k.done(s), k.stats(s)], [k.dead(s), k.stats(s)]],
         "unhold": lambda s: [[k.held(s), k.timer(s)]],
-        "orphans": lambda s: [[k.owned(s, "o1"), k.inflight(s)]],
+        "orphans": lambda s: [[k.owned(s, "o1"), k.holding(s, "o1"), k.inflight(s)]],
     }
     prefix_at = {"promote": 4, "reclaim": 3, "purge": 2, "unhold": 1, "orphans": 2}  # ARGV index of task_prefix
     for name, keys_of in expected.items():
@@ -275,4 +277,7 @@ def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[s
     assert {tuple(keys) for keys, _ in recorders["finish"].calls} == {
         (topic_keys.running, topic_keys.breaker, topic_keys.config)}
     assert {tuple(keys) for keys, _ in recorders["advance"].calls} == {(k.schedule_next(),)}
+    [(hold_keys, hold_args)] = recorders["hold"].calls
+    [held] = [entry.split("|")[0] for entry in hold_args[2::2]]
+    assert hold_keys == [k.holding(k.shard_of(held), "o1")]
     assert {tuple(keys) for keys, _ in recorders["series"].calls} == {(k.series(1, NOW // 60_000),)}

@@ -48,7 +48,8 @@ def test_release_makes_only_the_dead_incarnations_delivering_attempts_due(fresh_
     assert fresh_store.release_orphans(DEAD, later) == 1
     assert view.score("inflight", orphan) == later
     assert view.score("inflight", other) == NOW + fresh_store.lease_ms
-    assert all(not fresh_store.redis.exists(fresh_store.keys.owned(s, DEAD)) for s in range(fresh_store.keys.shards))
+    assert all(not fresh_store.redis.exists(fresh_store.keys.owned(s, DEAD), fresh_store.keys.holding(s, DEAD))
+               for s in range(fresh_store.keys.shards))
     assert fresh_store.release_orphans(DEAD, later) == 0  # a second promoter finds nothing left
 
 
@@ -125,17 +126,37 @@ def held_by(store: TaskStore, owner: str, due: int = NOW) -> str:
     dispatch = created.dispatch
     if dispatch is None:  # parked: promoted within the horizon
         [dispatch] = store.promote(store.keys.shard_of(created.task_id), max(NOW, due - store.horizon_ms))
-    assert store.hold_many(owner, [(dispatch.task_id, dispatch.due_ms)], NOW) == 1
+    assert store.hold_many(owner, [(dispatch.task_id, dispatch.gen, dispatch.due_ms)], NOW) == 1
     return dispatch.task_id
 
 
-def test_hold_records_the_held_tasks_in_the_owned_set_until_due_plus_lease(fresh_store: TaskStore) -> None:
+def test_hold_records_the_held_messages_with_their_generation_until_due_plus_lease(fresh_store: TaskStore) -> None:
     task_id = held_by(fresh_store, DEAD)
     shard = fresh_store.keys.shard_of(task_id)
-    due = fresh_store.get(task_id).due_ms
-    owned = fresh_store.redis.zrange(fresh_store.keys.owned(shard, DEAD), 0, -1, withscores=True)
-    assert [(str(m), int(s)) for m, s in owned] == [(task_id, due + fresh_store.lease_ms)]
-    assert fresh_store.redis.pttl(fresh_store.keys.owned(shard, DEAD)) > due + fresh_store.lease_ms - NOW
+    record = fresh_store.get(task_id)
+    holding = fresh_store.redis.zrange(fresh_store.keys.holding(shard, DEAD), 0, -1, withscores=True)
+    assert [(str(m), int(s)) for m, s in holding] == [(f"{task_id}|{record.gen}", record.due_ms + fresh_store.lease_ms)]
+    assert fresh_store.redis.pttl(fresh_store.keys.holding(shard, DEAD)) > record.due_ms + fresh_store.lease_ms - NOW
+
+
+def test_a_task_once_claimed_by_the_dead_worker_and_now_queued_again_is_left_alone(fresh_store: TaskStore) -> None:
+    """Its entry in the owned set is of an attempt that is over; another worker holds its new message."""
+    task_id = claimed_by(fresh_store, DEAD)
+    shard = fresh_store.keys.shard_of(task_id)
+    expired = NOW + fresh_store.lease_ms + 1
+    [dispatch] = fresh_store.reclaim(shard, expired)  # queued again, under a new generation
+    assert fresh_store.release_orphans(DEAD, expired + 1) == 0
+    assert View(fresh_store).score("inflight", task_id) != expired + 1
+
+
+def test_a_held_message_re_issued_since_is_left_alone(fresh_store: TaskStore) -> None:
+    """The dead worker's message is stale: the task's current message is another worker's."""
+    held = held_by(fresh_store, DEAD)
+    shard = fresh_store.keys.shard_of(held)
+    expired = NOW + fresh_store.lease_ms + 1
+    [dispatch] = fresh_store.reclaim(shard, expired)
+    assert dispatch.task_id == held and fresh_store.get(held).state == "queued"
+    assert fresh_store.release_orphans(DEAD, expired + 1) == 0
 
 
 def test_release_hands_out_the_held_messages_of_a_dead_worker_again(fresh_store: TaskStore) -> None:
