@@ -18,6 +18,7 @@ tests can drive the clock.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import typing as t
 
 from httpqueue import jsoncodec
@@ -100,6 +101,9 @@ class TaskStore:
         taken by a different request (raised instead with ``raise_conflicts``).
         """
         ids = [task.task_id or new_id() for task in tasks]
+        # a keyed create stores its fingerprint with a mark of this very call: a run of the same call sent
+        # again (its reply lost) finds its own mark, a concurrent create with the same key finds another's
+        marks = [f"{task.fingerprint}|{secrets.token_hex(4)}" if task.fingerprint else "" for task in tasks]
         by_shard: dict[int, list[int]] = {}
         for index, task_id in enumerate(ids):
             by_shard.setdefault(self.keys.shard_of(task_id), []).append(index)
@@ -110,7 +114,7 @@ class TaskStore:
             args: list[t.Any] = [now_ms, self.direct_ms, self.lease_ms]
             for index in indexes:
                 keys.append(prefix + ids[index])
-                args += self._arguments(ids[index], tasks[index])
+                args += self._arguments(ids[index], tasks[index], marks[index])
             calls.add(self._scripts["create"], keys, args)
         replies: list[tuple[int, t.Any]] = [(0, None)] * len(ids)
         for indexes, reply in zip(by_shard.values(), calls.execute() if calls.calls else []):
@@ -118,8 +122,8 @@ class TaskStore:
                 replies[index] = (int(reply[2 * n]), reply[2 * n + 1])
         results: list[Created | TaskConflict] = []
         seen: set[str] = set()  # an id repeated in a batch: the later items are replays of the first
-        for task_id, task, (code, detail) in zip(ids, tasks, replies):
-            if code == -1 and detail == (task.fingerprint or "") and task_id not in seen:
+        for task_id, task, mark, (code, detail) in zip(ids, tasks, marks, replies):
+            if code == -1 and detail == mark and task_id not in seen:
                 again = self._ran_before(task_id, task, now_ms)
                 if again is not None:
                     seen.add(task_id)
@@ -127,7 +131,7 @@ class TaskStore:
                     continue
             seen.add(task_id)
             if code == -1:
-                if task.fingerprint and detail == task.fingerprint:
+                if task.fingerprint and str(detail).partition("|")[0] == task.fingerprint:
                     results.append(Created(task_id, None, replayed=True))
                     continue
                 conflict = TaskConflict(
@@ -142,33 +146,39 @@ class TaskStore:
         return results
 
     def _ran_before(self, task_id: str, task: NewTask, now_ms: int) -> Created | None:
-        """This very create, if the id it found taken holds exactly what it writes, at its own ``now_ms``.
+        """This very create, if the id it found taken was stored by an earlier run of this same call.
 
         A create can run twice: a retry re-sends it when its reply was lost
         (a timeout, a connection reset, a cluster node failing over), and the
         first run may have stored it. The second run then finds its own task.
-        That is this create's result, not a conflict (its id was generated
-        here, so no other request can hold it) and not a replay of an earlier
-        request: a task still queued at generation 1 is handed out again (a
-        second message of the same generation is dropped by ``claim``).
-        Read only on this rare path, so creates cost nothing more.
+        That is this create's result, not a conflict and not a replay of an
+        earlier request: a task still queued at generation 1 is handed out
+        again (a second message of the same generation is dropped by
+        ``claim``). A keyed create knows its own run by the mark stored with
+        its fingerprint (the caller compared it); an unkeyed one's id was
+        generated here, so no other request can hold it, and the task must
+        hold exactly what this call wrote, at its own ``now_ms``. Read only on
+        this rare path, so creates cost nothing more.
         """
         cr, tp, cb, ct, due, ex, st, gen = self.redis.hmget(
             self.keys.task(task_id), "cr", "tp", "cb", "ct", "due", "ex", "st", "gen")
         wrote = (str(now_ms), task.topic, task.callback, jsoncodec.dumps(task.content).decode(), str(task.due_ms))
-        if (cr, tp, cb, ct, ex or due) != wrote:
+        if not task.fingerprint and (cr, tp, cb, ct, ex or due) != wrote:
             return None
         queued = st == State.QUEUED.value and gen == "1"
         return Created(task_id, Dispatch(task_id, 1, task.due_ms, 0, task.topic) if queued else None)
 
     @staticmethod
-    def _arguments(task_id: str, task: NewTask) -> list[t.Any]:
-        """One task's ARGV group of ``create.lua`` (fixed positions; '' or 0 where it has nothing)."""
+    def _arguments(task_id: str, task: NewTask, mark: str = "") -> list[t.Any]:
+        """One task's ARGV group of ``create.lua`` (fixed positions; '' or 0 where it has nothing).
+
+        ``mark``: what is stored as the fingerprint, ``<fingerprint>|<this call's mark>`` for a keyed task.
+        """
         options = task.options
         timeout = options.get("timeout") if options else None
         return [task_id, task.due_ms, task.topic, task.callback, jsoncodec.dumps(task.content), task.max_retry,
                 jsoncodec.dumps(options) if options else "", int(timeout * 1000) if timeout else "",
-                task.fingerprint or ""]
+                mark or task.fingerprint or ""]
 
     @translate_errors
     def get(self, task_id: str) -> TaskRecord:
