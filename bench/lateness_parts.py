@@ -55,7 +55,7 @@ def attempt_events(log: Path) -> list[dict[str, t.Any]]:
 
 
 def spread(values: t.Sequence[float]) -> dict[str, float | None]:
-    return {"p50": percentile(values, 50), "p99": percentile(values, 99),
+    return {"min": round(min(values), 3) if values else None, "p50": percentile(values, 50), "p99": percentile(values, 99),
             "max": round(max(values), 3) if values else None}
 
 
