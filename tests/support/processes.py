@@ -6,6 +6,7 @@ environment, waited for by polling (heartbeat key, /health) with deadlines.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,28 @@ class Proc:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def dump_stacks(self) -> Path:
+        """``py-spy dump`` of this process and its children (a prefork worker's pool) into test-artifacts/.
+
+        For a test that sees a worker do nothing: where its processes wait is the first thing to know.
+        """
+        import psutil
+
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        out = ARTIFACTS / f"{self.name}-stacks.txt"
+        with open(out, "w") as dump:
+            try:
+                parent = psutil.Process(self.pid)
+                processes = [parent, *parent.children(recursive=True)]
+            except psutil.Error as exc:
+                dump.write(f"{exc!r}\n")
+                return out
+            for process in processes:
+                done = subprocess.run([py_spy, "dump", "--pid", str(process.pid)], capture_output=True, text=True,
+                                      timeout=60, check=False)
+                dump.write(f"== pid {process.pid}\n{done.stdout}{done.stderr}\n")
+        return out
 
 
 def start_worker(env: dict[str, str], name: str, redis_client: redis.Redis, prefix: str = "hq",
