@@ -142,11 +142,10 @@ class PromoterStep(ThreadStep):
         self.node = nodes.Heartbeat(ctx.registry, nodes.worker_identity(worker.hostname),
                                     _attempts_in_flight()).start()
         reaper = nodes.Reaper(self.node.registry, store.release_orphans, self.node)
-        self.holds: Holds | None = None
         if not rabbitmq.is_amqp(worker.app.conf.broker_url):  # RabbitMQ hands a dead consumer's messages on itself
-            self.holds = Holds(store, nodes.worker_incarnation()).start()
-            signals.task_received.connect(self.holds.received, weak=False)
-            _stopping.append(self.holds)
+            holds = Holds(store, nodes.worker_incarnation()).start()
+            signals.task_received.connect(holds.received, weak=False)
+            _stopping.append(holds)
         promoter = Promoter(store, Publisher(worker.app), interval=ctx.settings.promoter_interval,
                             name=worker.hostname, heartbeat=heartbeat, reap=reaper.reap)
         if ctx.settings.worker_metrics_port:
