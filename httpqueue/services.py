@@ -24,7 +24,7 @@ from httpqueue.context import Context
 from httpqueue.delivery.ssrf import check_url, redact_url
 from httpqueue.exceptions import InvalidInput, TaskConflict, UnsafeCallbackError
 from httpqueue.publish import Publish
-from httpqueue.store.records import Changed, Created, Dispatch, NewTask, TaskRecord
+from httpqueue.store.records import Changed, Created, Dispatch, NewTask, TaskRecord, value_record
 from httpqueue.store.schedules import Schedule, check_cron, check_timezone
 
 OPTION_FIELDS = ("method", "headers", "timeout", "success", "retry_policy", "failure_callback")
@@ -88,7 +88,7 @@ class TaskSpec:
                        fingerprint=fingerprint)
 
 
-@dataclasses.dataclass(frozen=True)
+@value_record
 class BatchItem:
     """One result of a batch create: the id (maybe replayed), or the error and the fields at fault."""
 

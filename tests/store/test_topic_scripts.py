@@ -6,6 +6,7 @@ timeout 2 s + lease 4 s), a concurrency wait of 100 ms, a probe window of 3 s
 """
 from __future__ import annotations
 
+import dataclasses
 import typing as t
 
 import pytest
@@ -42,7 +43,7 @@ def claimed(context: Context, n: int, topic: str = "t", callback: str = NOWHERE,
         assert dispatch is not None
         record = store.claim(dispatch.task_id, dispatch.gen, NOW, context.settings.attempt_lease_ms)
         assert record is not None
-        records.append(record if slot_ms is None else TaskRecord(**{**record.__dict__, "slot_ms": slot_ms}))
+        records.append(record if slot_ms is None else dataclasses.replace(record, slot_ms=slot_ms))
     return records
 
 
