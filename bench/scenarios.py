@@ -90,7 +90,7 @@ def create(cfg: Config, base: Baseline) -> ScenarioResult:
     with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
         stack.start_base().start_httpqueue()
         run = _wrk_create(stack, cfg.create_seconds, cfg.create_connections)
-        result.add("create_rps", run.rps, "req/s", ">= 3000")
+        result.add("create_rps", run.rps, "req/s", note="the goal is relative to the floor app: intake's create_vs_floor")
         result.add("create_p50", run.p50_us / 1000, "ms")
         result.add("create_p99", run.p99_us / 1000, "ms")
         result.add("create_errors", run.status_errors + run.socket_errors, "req", "<= 0")
@@ -114,7 +114,7 @@ def batch(cfg: Config, base: Baseline) -> ScenarioResult:
         run = wrk_post(stack.api_url("/v1/tasks/batch"), body, seconds=cfg.batch_seconds,
                        connections=cfg.batch_connections)
         ok = run.requests - run.status_errors
-        result.add("batch_tasks_per_s", ok * cfg.batch_size / (run.duration_us / 1e6), "tasks/s", ">= 30000")
+        result.add("batch_tasks_per_s", ok * cfg.batch_size / (run.duration_us / 1e6), "tasks/s", ">= 50000")
         result.add("batch_request_p50", run.p50_us / 1000, "ms")
         result.add("batch_request_p99", run.p99_us / 1000, "ms")
         stored = stack.client().eval(SUM_SCHEDULED, 0)
@@ -147,7 +147,7 @@ def delivery(cfg: Config, base: Baseline) -> ScenarioResult:
         due_at = time.time() + lead
         created_s = _create_due_at(stack, n, due_at, cfg.batch_size)
         result.params["create_s"] = round(created_s, 2)
-        _measure_delivery(result, stack, n, due_at, base.delivery_cps, target_factor=2.0)
+        _measure_delivery(result, stack, n, due_at, base.delivery_cps, target_factor=2.5)
         result.add("worker_rss_after", stack.worker_rss() / 2**20, "MiB")
     return result
 
@@ -187,7 +187,7 @@ def _measure_delivery(result: ScenarioResult, stack: Stack, n: int, due_at: floa
     cps = (len(arrivals) - 1) / (last - first) if last > first else None
     target = f">= {target_factor * base_cps:.0f}" if target_factor and base_cps else None
     result.add("callbacks_per_s", cps, "cb/s", target, vs_celery=_ratio(cps, base_cps),
-               note=None if target or not target_factor else "target is 2x plain Celery: run the baseline too")
+               note=None if target or not target_factor else "target is 2.5x plain Celery: run the baseline too")
     result.add("first_after_due", (first - due_at) * 1000, "ms")
     result.add("last_after_due", (last - due_at) * 1000, "ms")
     result.add("duplicates", stats["count"] - stats["unique"], "callbacks", "<= 0")
@@ -206,7 +206,7 @@ def lateness(cfg: Config, base: Baseline) -> ScenarioResult:
     with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
         stack.start_base().start_httpqueue()
         sent = _paced_creates(stack, cfg, cfg.lateness_rate, cfg.lateness_seconds)
-        _measure_lateness(result, stack, sent, base, p99_target=50)
+        _measure_lateness(result, stack, sent, base, p99_target=10)
     # the same at a light rate: the timer's own precision when the box is not saturated
     light = ScenarioResult("light")
     with Stack(cfg.hq_workers, cfg.hq_pool, cfg.hq_concurrency) as stack:
@@ -271,7 +271,7 @@ def scale(cfg: Config, base: Baseline) -> ScenarioResult:
         rss_full = stack.worker_rss()
         full = _best_create(stack, cfg)
         result.params["load_tasks_per_s"] = round(n / load_s)
-        result.add("redis_bytes_per_task", (after - before) / n, "B", "<= 350")
+        result.add("redis_bytes_per_task", (after - before) / n, "B", "<= 300")
         result.add("task_hash_bytes", _sample_hash_bytes(client), "B",
                    note="MEMORY USAGE of one task's hash (key included); the rest is its timer entry")
         result.add("worker_rss_idle", rss_idle / 2**20, "MiB")
@@ -408,7 +408,7 @@ def _intake_figures(result: ScenarioResult, runs: t.Mapping[tuple[str, str, str]
     for server in servers:
         for what in ("create", "v1"):
             result.add(f"{what}_vs_floor_{server}", _ratio(rps.get((what, server)), rps.get(("floor", server))), "x",
-                       note=f"httpqueue {what} / floor, {server}, req/s medians of the same run")
+                       ">= 0.8" if server == "granian" else None, note=f"httpqueue {what} / floor, {server}, req/s medians of the same run")
             result.add(f"{what}_cpu_vs_floor_{server}", _ratio(cpu.get((what, server)), cpu.get(("floor", server))),
                        "x", note="CPU per request, httpqueue / floor")
     if {"granian", "gunicorn"} <= set(servers):
@@ -423,7 +423,7 @@ def _intake_figures(result: ScenarioResult, runs: t.Mapping[tuple[str, str, str]
         result.add(f"{name}_p99", figures["p99_ms"], "ms")
     for server, run in batches.items():
         ok = run.requests - run.status_errors
-        result.add(f"batch_{server}_tasks_per_s", ok * batch_size / (run.duration_us / 1e6), "tasks/s", ">= 30000")
+        result.add(f"batch_{server}_tasks_per_s", ok * batch_size / (run.duration_us / 1e6), "tasks/s", ">= 50000")
         result.add(f"batch_{server}_p50", run.p50_us / 1000, "ms")
         if run.status_errors + run.socket_errors:
             result.add(f"batch_{server}_errors", run.status_errors + run.socket_errors, "req", "<= 0")
