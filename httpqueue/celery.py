@@ -9,10 +9,14 @@ layout) and imports this app, never the other way round.
 
 The broker is the store's Redis unless ``HTTPQUEUE_BROKER_URL`` names another
 Redis or RabbitMQ (``amqp://``, :mod:`httpqueue.rabbitmq`); the kombu Redis
-workarounds below are applied only when the broker is Redis.
+workarounds below are applied only when the broker is Redis. Importing this
+module also makes redis-py's connection pools renew their lock in a forked
+child (:func:`_fork_safe_redis_pools`), whatever the broker.
 """
 from __future__ import annotations
 
+import os
+import threading
 import typing as t
 
 from celery import Celery
@@ -113,6 +117,58 @@ def _no_acks_on_closed_channels() -> None:
     kombu_redis.QoS.reject = unless_closed(kombu_redis.QoS.reject)  # type: ignore[method-assign]
 
 
+_RLOCK = type(threading.RLock())
+
+
+def _fork_safe_redis_pools() -> None:
+    """Make a redis-py connection pool renew its lock in a forked child before taking it.
+
+    A pool notices a fork at its next use (``_checkpid``) and calls ``reset``
+    there. In the redis-py this project runs (8.1), ``reset`` takes the pool's
+    ``_lock`` (to count the connections it drops) and no longer replaces it, as
+    older versions did. A child forked while a thread of its parent was between
+    ``get_connection`` and ``release`` (every Redis command holds ``_lock``
+    twice) inherits that lock held by a thread that does not exist in the
+    child, and waits for it for ever. In the worker, the promoter publishes
+    through kombu's Redis channels while Celery forks its pool, and billiard's
+    after-fork hook in the new child closes those channels' pools
+    (``Channel._disconnect_pools`` -> ``disconnect`` -> ``_checkpid`` ->
+    ``reset``) before Celery's process initializer runs: the child never says
+    it is up. Celery watches only replaced children for that (4 s, then a
+    kill); a child of the pool's first start just stays silent, so a worker
+    whose first children all hung takes messages and runs none of them, with
+    nothing in its log (what the kill -9 fault test saw once in CI). Reproduced by
+    making the promoter hold that lock longer: the hung child's stack ends in
+    ``ConnectionPool.reset``, waiting for the lock.
+
+    Here ``reset`` in a child (the pool's pid is another process's) first
+    replaces ``_lock`` by a fresh one of the same kind, as older redis-py did.
+    No thread of the child takes the old one: every pool method calls
+    ``_checkpid`` first, which waits on the pool's ``_fork_lock`` until this
+    reset is done. Idempotent; a pool class with its own ``reset``
+    (``BlockingConnectionPool``) gets the same wrapper.
+    """
+    from redis import connection
+
+    for pool_class in (connection.ConnectionPool, connection.BlockingConnectionPool):
+        original = pool_class.__dict__.get("reset")
+        if original is not None and not getattr(original, "renews_lock_after_fork", False):
+            pool_class.reset = _renewing_lock_after_fork(original)  # type: ignore[method-assign]
+
+
+def _renewing_lock_after_fork(reset: t.Callable[[t.Any], None]) -> t.Callable[[t.Any], None]:
+    """``reset``, preceded in a forked child by a fresh ``_lock`` for the pool."""
+    def renewing(pool: t.Any) -> None:
+        pid, lock = getattr(pool, "pid", None), getattr(pool, "_lock", None)
+        if pid is not None and pid != os.getpid() and lock is not None:
+            pool._lock = threading.RLock() if isinstance(lock, _RLOCK) else threading.Lock()
+        reset(pool)
+
+    renewing.renews_lock_after_fork = True  # type: ignore[attr-defined]
+    renewing.__doc__ = reset.__doc__
+    return renewing
+
+
 _patched = False
 
 
@@ -124,6 +180,8 @@ def _patch_kombu_redis() -> None:
         _no_restore_on_connection_loss()
         _no_acks_on_closed_channels()
 
+
+_fork_safe_redis_pools()
 
 app = Celery("httpqueue", set_as_current=True, include=TASK_MODULES)
 app.add_defaults(_defaults)

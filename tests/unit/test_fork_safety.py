@@ -1,10 +1,12 @@
 """A prefork child must never inherit a lock that a worker thread held at the fork.
 
 Celery's prefork pool forks while the worker's own threads (promoter,
-scheduler) run. Two such locks hung children in the past: functools.cached_property's
-per-class lock (Python 3.11) on the context, and prometheus_client's
-multiprocess lock. These tests fork while another thread holds the lock in
-question and check that the child gets through.
+scheduler) run. Three such locks hung children: functools.cached_property's
+per-class lock (Python 3.11) on the context, prometheus_client's
+multiprocess lock, and redis-py's connection pool lock (a child closing the
+kombu channels its parent's promoter published on). These tests fork while
+another thread holds the lock in question and check that the child gets
+through.
 """
 from __future__ import annotations
 
@@ -56,3 +58,58 @@ def test_a_child_forked_while_a_thread_counts_a_metric_can_count_too(tmp_path: o
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_child_forked_while_a_thread_uses_a_redis_pool_can_reset_that_pool() -> None:
+    """redis-py's ``reset`` in a forked child takes the pool's lock; httpqueue.celery has it renewed there first.
+
+    What hung a pool child before it said it was up: billiard's after-fork hook
+    closes the kombu channels inherited from the parent, and each closes its
+    redis-py pool (``disconnect`` -> ``_checkpid`` -> ``reset``), whose lock the
+    promoter held mid-publish at the fork. Without the renewal the child below
+    waits for that lock for ever (it is killed after 10 s).
+    """
+    script = textwrap.dedent("""
+        import os, sys, threading, time
+        import redis
+        import httpqueue.celery  # noqa: F401  (renews a pool's lock in a forked child)
+        pools = [redis.ConnectionPool(host="127.0.0.1", port=1),
+                 redis.BlockingConnectionPool(host="127.0.0.1", port=1)]
+        held = threading.Event()
+        def hold():
+            with pools[0]._lock, pools[1]._lock:  # as get_connection / release do
+                held.set()
+                time.sleep(1.0)
+        threading.Thread(target=hold).start()
+        held.wait()
+        pid = os.fork()  # while the other thread holds both pools' locks
+        if pid == 0:  # the forking thread, as in billiard: not the thread that held the locks
+            for pool in pools:
+                pool.disconnect()  # what kombu's Channel._disconnect_pools does after a fork
+                with pool._lock:
+                    pass
+            os._exit(0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                sys.exit(os.waitstatus_to_exitcode(status))
+            time.sleep(0.02)
+        os.kill(pid, 9)
+        sys.exit("the child hung on a redis-py pool lock it inherited held")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_pool_lock_renewal_is_only_in_a_forked_child() -> None:
+    """In the process that made the pool, ``reset`` keeps its lock (its own threads may hold it)."""
+    import redis
+
+    import httpqueue.celery  # noqa: F401
+
+    pool = redis.ConnectionPool(host="127.0.0.1", port=1)
+    lock = pool._lock
+    pool.reset()
+    assert pool._lock is lock
+    assert getattr(redis.ConnectionPool.reset, "renews_lock_after_fork", False)
