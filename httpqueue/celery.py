@@ -11,11 +11,14 @@ The broker is the store's Redis unless ``HTTPQUEUE_BROKER_URL`` names another
 Redis or RabbitMQ (``amqp://``, :mod:`httpqueue.rabbitmq`); the kombu Redis
 workarounds below are applied only when the broker is Redis. Importing this
 module also makes redis-py's connection pools renew their lock in a forked
-child (:func:`_fork_safe_redis_pools`), whatever the broker.
+child (:func:`_fork_safe_redis_pools`), whatever the broker, and renews in
+every forked child the locks Celery and kombu share between all instances of
+a class (:func:`_renew_class_locks_in_child`).
 """
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import typing as t
 
@@ -169,6 +172,49 @@ def _renewing_lock_after_fork(reset: t.Callable[[t.Any], None]) -> t.Callable[[t
     return renewing
 
 
+def _renew_class_locks_in_child() -> None:
+    """In a forked child, give kombu's cached properties and Celery's signals fresh locks.
+
+    kombu's ``cached_property`` takes a lock of the descriptor, one per class
+    attribute and shared by every instance, on each read, cached or not;
+    Celery's ``Signal.send`` takes the signal's lock. The worker's promoter
+    reads ``app.amqp``, ``app.events`` and a Redis channel's ``client`` and
+    sends ``before_task_publish`` on every publish (and reads ``app.loader``
+    on its first); a pool child reads the same ones (``app.loader`` in
+    Celery's process initializer, before the child says it is up;
+    ``app.amqp``, ``app.events`` and ``Channel.client`` where it publishes
+    task events; ``before_task_publish`` when it asks for a failure
+    notification). A child forked while the promoter held one of them would
+    wait for it for ever (found by listing what each side touches, not seen
+    in a hang: the windows are short). Only the forking thread exists in the
+    child, so nothing there holds these locks; a read in progress on the
+    forking thread keeps the lock object it took. About 2 ms a fork.
+    """
+    from celery.utils.dispatch.signal import Signal
+    from kombu.utils.objects import cached_property
+
+    # type(), never isinstance(): a module of Celery's holds proxies (current_app, current_task), and
+    # isinstance asks a proxy for its __class__, which evaluates it and may read a property not renewed yet
+    signals: list[t.Any] = [value for value in vars(app).values() if issubclass(type(value), Signal)]
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("celery", "kombu")):
+            continue
+        try:
+            values = list(vars(module).values())
+        except TypeError:  # not a module with a namespace (a lazy stand-in)
+            continue
+        for value in values:
+            kind = type(value)
+            if issubclass(kind, Signal):
+                signals.append(value)
+            elif issubclass(kind, type) and value.__module__ == name:
+                for attribute in list(vars(value).values()):
+                    if issubclass(type(attribute), cached_property):
+                        attribute.lock = threading.RLock()
+    for signal in signals:
+        signal.lock = threading.Lock()
+
+
 _patched = False
 
 
@@ -188,3 +234,4 @@ app.add_defaults(_defaults)
 app.config_from_object("celeryconfig", silent=True)
 app.steps["worker"].add(PromoterStep)
 app.steps["worker"].add(SchedulerStep)
+os.register_at_fork(after_in_child=_renew_class_locks_in_child)

@@ -1,12 +1,13 @@
 """A prefork child must never inherit a lock that a worker thread held at the fork.
 
 Celery's prefork pool forks while the worker's own threads (promoter,
-scheduler) run. Three such locks hung children: functools.cached_property's
+scheduler) run. Locks that hung children: functools.cached_property's
 per-class lock (Python 3.11) on the context, prometheus_client's
 multiprocess lock, and redis-py's connection pool lock (a child closing the
-kombu channels its parent's promoter published on). These tests fork while
-another thread holds the lock in question and check that the child gets
-through.
+kombu channels its parent's promoter published on); kombu's cached
+properties and Celery's signals have per-class locks the promoter takes too.
+These tests fork while another thread holds the lock in question and check
+that the child gets through.
 """
 from __future__ import annotations
 
@@ -113,3 +114,41 @@ def test_the_pool_lock_renewal_is_only_in_a_forked_child() -> None:
     pool.reset()
     assert pool._lock is lock
     assert getattr(redis.ConnectionPool.reset, "renews_lock_after_fork", False)
+
+
+def test_a_child_forked_while_a_thread_reads_the_app_can_read_it_and_send_signals() -> None:
+    """kombu's cached properties and Celery's signals have class-wide locks; httpqueue.celery renews them in a child.
+
+    The promoter reads ``app.amqp`` (and the rest) and sends
+    ``before_task_publish`` on every publish; a pool child reads ``app.loader``
+    before it says it is up, and the others when it publishes. Without the
+    renewal the child below waits for ever (it is killed after 10 s).
+    """
+    script = textwrap.dedent("""
+        import os, sys, threading, time
+        from celery import signals
+        from httpqueue.celery import app
+        app.amqp, app.loader  # computed, as in a running worker: a read takes the lock all the same
+        held = threading.Event()
+        def hold():
+            with type(app).amqp.lock, type(app).loader.lock, signals.before_task_publish.lock:
+                held.set()
+                time.sleep(1.0)
+        threading.Thread(target=hold).start()
+        held.wait()
+        pid = os.fork()  # while the other thread holds the three locks
+        if pid == 0:
+            app.loader, app.amqp
+            signals.before_task_publish.send(sender="test")
+            os._exit(0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                sys.exit(os.waitstatus_to_exitcode(status))
+            time.sleep(0.02)
+        os.kill(pid, 9)
+        sys.exit("the child hung on a lock of the Celery app it inherited held")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
