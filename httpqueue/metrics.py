@@ -163,6 +163,26 @@ def _hold_the_multiprocess_lock_across_fork() -> None:
 _hold_the_multiprocess_lock_across_fork()
 
 
+def _renew_label_locks_in_child() -> None:
+    """In a forked child, fresh locks for the topic labels and for each labelled metric's children.
+
+    ``topic_label`` takes :data:`_topics_lock` for a topic it has not seen, and
+    prometheus_client's ``labels()`` takes the metric's own lock to make a
+    child. A worker's scheduler thread creates tasks (so labels them) while
+    Celery may fork a pool child: a child forked while that thread held one
+    would wait for ever at its first new topic. Only the forking thread exists
+    in the child, so nothing there holds them.
+    """
+    global _topics_lock
+    _topics_lock = threading.Lock()
+    for metric in list(globals().values()):
+        if getattr(metric, "_labelnames", None) and hasattr(metric, "_lock"):
+            metric._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_label_locks_in_child)
+
+
 class StoreCollector:
     """Gauges read from Redis at scrape time: tasks by state and topic, promoter lag, live workers."""
 

@@ -16,6 +16,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 from httpqueue import context
 
@@ -152,3 +154,41 @@ def test_a_child_forked_while_a_thread_reads_the_app_can_read_it_and_send_signal
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_child_forked_while_a_topic_is_being_labelled_can_label_topics() -> None:
+    """The topic set's lock and a labelled metric's lock, held by another thread at the fork, are fresh in the child."""
+    from httpqueue import metrics
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with metrics._topics_lock, metrics.DELIVERED._lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(5)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: label a new topic and make its child metric, then leave
+            try:
+                metrics.for_topic(metrics.DELIVERED, f"fork-{os.getpid()}")
+                os._exit(0)
+            finally:
+                os._exit(1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the child hung on a lock held at the fork")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        thread.join(5)
