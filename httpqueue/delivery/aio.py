@@ -406,12 +406,27 @@ def close(timeout: float = 2.0) -> None:
 atexit.register(close)
 
 
-def prepare(policy: CallbackPolicy) -> None:
-    """Start the loop and open the session for ``policy`` now, so that the first callback does not wait for them."""
+PREPARE_TIMEOUT = 10.0
+"""Longest wait of :func:`prepare` for the loop to open the session (TLS certificates included)."""
+
+
+def prepare(policy: CallbackPolicy, timeout: float = PREPARE_TIMEOUT) -> None:
+    """Start the loop and open the session for ``policy`` now, so that the first callback does not wait for them.
+
+    Bounded by ``timeout`` (:class:`TimeoutError`): a pool process prepares
+    before it tells Celery it is up, and Celery watches only the processes it
+    replaces for that, so a wait without an end here would leave a process of
+    the pool's first start silent for ever.
+    """
     async def open_session() -> None:
         client(policy).session()
 
-    run(open_session())
+    future = submit(open_session())
+    try:
+        future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"the delivery loop did not open its session within {timeout:g} s") from None
 
 
 def submit(coroutine: t.Coroutine[t.Any, t.Any, T]) -> concurrent.futures.Future[T]:

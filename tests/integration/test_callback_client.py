@@ -483,6 +483,20 @@ def test_tls_verifies_the_certificate_against_the_host_name(clients: Clients,
         exchange(f"https://localhost:{port}/")  # the default client does not trust the test CA
 
 
+def test_preparing_the_loop_has_an_end() -> None:
+    """A loop that does not answer: prepare gives up after its timeout instead of waiting for ever."""
+    async def stuck() -> None:
+        time.sleep(1.5)  # blocks the loop's thread, as a hung session opening would
+
+    blocker = aio.submit(stuck())
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not open its session"):
+        aio.prepare(LOOPBACK, timeout=0.3)
+    assert time.monotonic() - started < 1.2
+    blocker.result(timeout=5)
+    aio.prepare(LOOPBACK)  # and once the loop is free, it prepares
+
+
 def test_the_loop_is_the_process_own_and_run_refuses_to_block_it() -> None:
     async def inner() -> None:
         with pytest.raises(RuntimeError, match="delivery loop"):
