@@ -169,16 +169,17 @@ class TaskStore:
         return Created(task_id, Dispatch(task_id, 1, task.due_ms, 0, task.topic) if queued else None)
 
     @staticmethod
-    def _arguments(task_id: str, task: NewTask, mark: str = "") -> list[t.Any]:
+    def _arguments(task_id: str, task: NewTask, mark: str) -> list[t.Any]:
         """One task's ARGV group of ``create.lua`` (fixed positions; '' or 0 where it has nothing).
 
-        ``mark``: what is stored as the fingerprint, ``<fingerprint>|<this call's mark>`` for a keyed task.
+        ``mark``: what is stored as the fingerprint, ``<fingerprint>|<this call's mark>`` for a keyed task, ''
+        for another.
         """
         options = task.options
         timeout = options.get("timeout") if options else None
         return [task_id, task.due_ms, task.topic, task.callback, jsoncodec.dumps(task.content), task.max_retry,
                 jsoncodec.dumps(options) if options else "", int(timeout * 1000) if timeout else "",
-                mark or task.fingerprint or ""]
+                mark]
 
     @translate_errors
     def get(self, task_id: str) -> TaskRecord:

@@ -16,10 +16,28 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 
 from httpqueue import context
+
+
+_AWAIT_CHILD = """
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        sys.exit(os.waitstatus_to_exitcode(status))
+    time.sleep(0.02)
+os.kill(pid, 9)
+sys.exit({hung!r})
+"""
+"""The end of every script below: wait up to 10 s for the child ``pid`` it forked, kill it if it hangs."""
+
+
+def run_forking(script: str, hung: str, env: dict[str, str] | None = None) -> None:
+    """Run ``script`` (which forks a child as ``pid``) in a fresh interpreter; its child must end, and with 0."""
+    code = script + _AWAIT_CHILD.format(hung=hung)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_context_has_no_cached_properties() -> None:
@@ -49,18 +67,9 @@ def test_a_child_forked_while_a_thread_counts_a_metric_can_count_too(tmp_path: o
         if pid == 0:
             metrics.PROMOTED.inc()
             os._exit(0)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                sys.exit(os.waitstatus_to_exitcode(status))
-            time.sleep(0.02)
-        os.kill(pid, 9)
-        sys.exit("the child hung on the metrics lock")
     """)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
+    run_forking(script, "the child hung on the metrics lock", env=env)
 
 
 def test_a_child_forked_while_a_thread_uses_a_redis_pool_can_reset_that_pool() -> None:
@@ -92,17 +101,8 @@ def test_a_child_forked_while_a_thread_uses_a_redis_pool_can_reset_that_pool() -
                 with pool._lock:
                     pass
             os._exit(0)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                sys.exit(os.waitstatus_to_exitcode(status))
-            time.sleep(0.02)
-        os.kill(pid, 9)
-        sys.exit("the child hung on a redis-py pool lock it inherited held")
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
+    run_forking(script, "the child hung on a redis-py pool lock it inherited held")
 
 
 def test_the_pool_lock_renewal_is_only_in_a_forked_child() -> None:
@@ -143,52 +143,25 @@ def test_a_child_forked_while_a_thread_reads_the_app_can_read_it_and_send_signal
             app.loader, app.amqp
             signals.before_task_publish.send(sender="test")
             os._exit(0)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                sys.exit(os.waitstatus_to_exitcode(status))
-            time.sleep(0.02)
-        os.kill(pid, 9)
-        sys.exit("the child hung on a lock of the Celery app it inherited held")
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
+    run_forking(script, "the child hung on a lock of the Celery app it inherited held")
 
 
 def test_a_child_forked_while_a_topic_is_being_labelled_can_label_topics() -> None:
     """The topic set's lock and a labelled metric's lock, held by another thread at the fork, are fresh in the child."""
-    from httpqueue import metrics
-
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with metrics._topics_lock, metrics.DELIVERED._lock:
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert held.wait(5)
-    try:
-        pid = os.fork()
-        if pid == 0:  # the child: label a new topic and make its child metric, then leave
-            try:
-                metrics.for_topic(metrics.DELIVERED, f"fork-{os.getpid()}")
-                os._exit(0)
-            finally:
-                os._exit(1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise AssertionError("the child hung on a lock held at the fork")
-        assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        release.set()
-        thread.join(5)
+    script = textwrap.dedent("""
+        import os, sys, threading, time
+        from httpqueue import metrics
+        held = threading.Event()
+        def hold():
+            with metrics._topics_lock, metrics.DELIVERED._lock:
+                held.set()
+                time.sleep(1.0)
+        threading.Thread(target=hold).start()
+        held.wait()
+        pid = os.fork()  # while the other thread holds both locks
+        if pid == 0:  # label a new topic and make its child metric
+            metrics.for_topic(metrics.DELIVERED, f"fork-{os.getpid()}")
+            os._exit(0)
+    """)
+    run_forking(script, "the child hung on a lock held at the fork")
