@@ -5,7 +5,10 @@ the per-shard timer, in-flight, done and statistics keys of its shard share the
 tag, so every Lua script touches keys of one slot only. The shard of a task is
 a pure function of its id (CRC32 modulo ``shards``), so any process finds it
 without a lookup, and the "global" structures (timer, statistics) are split
-into ``shards`` parts that the promoter walks one by one.
+into ``shards`` parts that the promoter walks one by one. A shard's timer is
+two-level: a sorted set for what is due within about an hour, and lists of
+ids per due hour for later (:meth:`Keys.hours`), which cost far less memory
+per task.
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ EVENTS_SUFFIX = "ev"
 
 EXPORT_SWITCH_SUFFIX = "evmax"
 """Last part of a shard's export switch key (read by ``common.lua``)."""
+
+TIMER_HOUR_MS = 3_600_000
+"""Length of the hours that name the hour lists (:meth:`Keys.hour_list`); ``HOUR_MS`` of ``common.lua`` is the same."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +57,29 @@ class Keys:
     def timer(self, shard: int) -> str:
         """Sorted set: ids of parked tasks scored by due time (ms)."""
         return f"{self.tag(shard)}:timer"
+
+    def hours(self, shard: int) -> str:
+        """Sorted set: the hours (``due // TIMER_HOUR_MS``) that have an :meth:`hour_list` in ``shard``, scored by hour.
+
+        Far-future tasks wait in a list per due hour instead of the timer: a
+        list entry costs about 20 B where a sorted-set entry costs about 128 B,
+        and a promoter pass moves an hour's ids into the timer about an hour
+        before the hour starts (``promote.lua``). Small: one member per hour.
+        """
+        return f"{self.tag(shard)}:timer:h"
+
+    def hour_list_prefix(self, shard: int) -> str:
+        """What a Lua script appends an hour number to for its list (``hour_list`` of ``common.lua``)."""
+        return f"{self.hours(shard)}:"
+
+    def hour_list(self, shard: int, hour: int) -> str:
+        """List: ids of the far-future tasks of ``shard`` created due within ``hour``, in creation order.
+
+        Written only by ``create.lua``; an id stays until a promoter moves its
+        hour, even if the task is deleted or moved meanwhile (those entries are
+        skipped then), so no delete has to search a list.
+        """
+        return f"{self.hour_list_prefix(shard)}{hour}"
 
     def inflight(self, shard: int) -> str:
         """Sorted set: ids handed to Celery, scored by the time their lease runs out (ms)."""

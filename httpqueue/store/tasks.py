@@ -5,10 +5,13 @@ generation G, at time T". Every change of a task's state is one Lua script
 (``lua/*.lua``, each saying what it makes atomic), so API nodes, promoters and
 delivery tasks running at once cannot lose or double a task:
 
-* ``create`` parks a task in the timer, or marks it queued when it is due
-  within ``direct_ms`` (the caller then publishes its ETA message);
-* ``promote`` moves due-soon tasks from the timer to queued, bumping their
-  generation; ``reclaim`` re-issues queued or delivering tasks whose lease ran out;
+* ``create`` parks a task in the timer (or, when its due hour starts more
+  than :data:`HOUR_REACH_MS` ahead, in the list of that hour: see
+  :meth:`Keys.hours`), or marks it queued when it is due within ``direct_ms``
+  (the caller then publishes its ETA message);
+* ``promote`` moves the hour lists that came within reach into the timer, then
+  due-soon tasks from the timer to queued, bumping their generation;
+  ``reclaim`` re-issues queued or delivering tasks whose lease ran out;
 * ``claim`` lets exactly one message of the current generation start an attempt;
 * ``settle`` records its outcome; ``delete`` cancels; ``purge`` forgets old tasks.
 
@@ -26,7 +29,7 @@ from httpqueue.connections import StoreClient
 from httpqueue.exceptions import TaskConflict, TaskNotFound
 from httpqueue.states import IN_FLIGHT_STATES, PARKED_OUTCOMES, WAITING_STATES, Outcome, State
 from httpqueue.store import scripts
-from httpqueue.store.keys import Keys
+from httpqueue.store.keys import TIMER_HOUR_MS, Keys
 from httpqueue.store.records import (
     Changed, Created, Cursor, Dispatch, NewTask, Page, Settlement, TaskRecord, new_id,
 )
@@ -38,10 +41,11 @@ HISTORY_MAX = 50
 MAX_LOST = 3
 """How many times a task may be lost by dying workers before it fails for good."""
 
-#: Where each state's tasks are found, in listing order.
+#: Where each state's tasks are found, in listing order (``hours``: the hour lists, which hold only new tasks).
 LIST_SOURCES = (
     ("inflight", IN_FLIGHT_STATES),
     ("timer", WAITING_STATES),
+    ("hours", frozenset({State.SCHEDULED})),
     ("held", WAITING_STATES),
     ("dead", frozenset({State.FAILED})),
     ("done", frozenset({State.SUCCEEDED, State.DELETED})),
@@ -55,6 +59,20 @@ LIST_BUDGET = 50_000
 
 LIST_CALLS_PER_ROUND = 64
 """Most listing script calls sent in one round trip."""
+
+HOUR_REACH_MS = 3_600_000
+"""A task created due in an hour that starts later than this from now waits in an hour list, not the timer.
+
+An hour list entry costs about 20 B of Redis memory where a timer entry costs
+about 128 B (docs/benchmarks.rst); a promoter pass moves the hour's ids into
+the timer once the hour starts within this reach, so they are in the timer
+an hour or more before they are due (see :meth:`Keys.hours`)."""
+
+HOUR_MOVE_LIMIT = 2_000
+"""Most hour-list entries one promote call moves into the timer, so one call blocks Redis for a few ms at most.
+
+A bigger hour takes several passes (four a second): 10^7 tasks due in one hour
+of one shard take about twenty minutes of the hour's reach."""
 
 
 
@@ -77,6 +95,8 @@ class TaskStore:
         self.retention_ms = retention_ms
         self.dead_retention_ms = retention_ms if dead_retention_ms is None else dead_retention_ms
         self.batch = batch
+        # never shorter than the horizon: an hour list is in the timer before its tasks are due to be promoted
+        self.reach_ms = max(HOUR_REACH_MS, horizon_ms)
         self._scripts = scripts.register(client, "create", "promote", "reclaim", "claim", "settle", "delete",
                                          "purge", "requeue", "listing", "orphans", "hold")
 
@@ -110,8 +130,9 @@ class TaskStore:
         calls = ScriptCalls(self.redis, self.min_replicas, self.replica_timeout_ms)
         for shard, indexes in by_shard.items():
             prefix = self.keys.task_prefix(shard)
-            keys = [self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard)]
-            args: list[t.Any] = [now_ms, self.direct_ms, self.lease_ms]
+            keys = [self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard), self.keys.hours(shard)]
+            args: list[t.Any] = [now_ms, self.direct_ms, self.lease_ms, self.reach_ms,
+                                 self.keys.hour_list_prefix(shard)]
             for index in indexes:
                 keys.append(prefix + ids[index])
                 args += self._arguments(ids[index], tasks[index], marks[index])
@@ -228,10 +249,11 @@ class TaskStore:
                    limit: int = 50, budget: int = LIST_BUDGET) -> Page:
         """A page of tasks filtered by state and topic, and the cursor of the next page.
 
-        Pages walk the sorted sets that already exist (in-flight, timer, held,
-        dead, done: the last two newest first), so listing adds no per-task
-        index. The order is fixed: set by set, shard by shard, position by
-        position; a cursor is ``set.shard.position`` in that order, so pages
+        Pages walk the sorted sets that already exist (in-flight, timer, hour
+        lists, held, dead, done: the last two newest first), so listing adds no
+        per-task index. The order is fixed: set by set, shard by shard, position
+        by position (the hour lists of a shard: hour by hour, each in creation
+        order); a cursor is ``set.shard.position`` in that order, so pages
         neither repeat nor skip a task that stays where it is.
 
         A page holds ``limit`` tasks whenever that many match, and the cursor
@@ -274,7 +296,8 @@ class TaskStore:
                     budget -= scan
                     calls.add(self._scripts["listing"], [getattr(self.keys, name)(shard)],
                               [offset, scan, self.keys.task_prefix(shard), state.value if state else "",
-                               topic or "", 1 if name in ("done", "dead") else 0, need - known])
+                               topic or "", 1 if name in ("done", "dead") else 0, need - known,
+                               self.keys.hour_list_prefix(shard) if name == "hours" else ""])
                     planned.append((segment, scan))
                 known += len(pending.get(segment, ()))
                 if not fan_out:  # the first call goes to the cursor's shard alone: it usually fills the page
@@ -338,11 +361,12 @@ class TaskStore:
 
     @translate_errors
     def promote(self, shard: int, now_ms: int) -> list[Dispatch]:
-        """Hand out the tasks of ``shard`` due within the horizon."""
+        """Hand out the tasks of ``shard`` due within the horizon, first moving near hour lists into the timer."""
         reply = self._scripts["promote"](
-            keys=[self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard)],
+            keys=[self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard), self.keys.hours(shard)],
             args=[now_ms, self.horizon_ms, self.lease_ms, self.batch, self.keys.task_prefix(shard),
-                  self.keys.history_prefix(shard), HISTORY_MAX])
+                  self.keys.history_prefix(shard), HISTORY_MAX, self.reach_ms, self.keys.hour_list_prefix(shard),
+                  HOUR_MOVE_LIMIT])
         return _dispatches(reply)
 
     @translate_errors
@@ -398,9 +422,19 @@ class TaskStore:
 
     @translate_errors
     def next_due_ms(self, shard: int) -> int | None:
-        """Due time of the earliest parked task of ``shard`` (for promoter lag)."""
-        first = self.redis.zrange(self.keys.timer(shard), 0, 0, withscores=True)
-        return int(first[0][1]) if first else None
+        """Due time of the earliest parked task of ``shard`` (for promoter lag), or a lower bound of it.
+
+        The timer's first entry, or the start of the first hour list when that
+        is earlier: an hour list is not sorted, and its earliest task is due at
+        or after the hour's start (the list may hold only stale entries).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(self.keys.timer(shard), 0, 0, withscores=True)
+        pipe.zrange(self.keys.hours(shard), 0, 0, withscores=True)
+        timer, hours = pipe.execute()
+        starts = [int(timer[0][1])] if timer else []
+        starts += [int(hours[0][1]) * TIMER_HOUR_MS] if hours else []
+        return min(starts) if starts else None
 
     @translate_errors
     def claim(self, task_id: str, gen: int, now_ms: int, lease_ms: int) -> TaskRecord | None:

@@ -20,6 +20,7 @@ from redis.crc import key_slot
 from httpqueue.context import Context
 from httpqueue.states import Outcome
 from httpqueue.store import NewTask, ScriptCalls, TaskKeys, scripts
+from httpqueue.store.keys import TIMER_HOUR_MS
 from httpqueue.store.schedules import Schedule
 from httpqueue.store.topics import TopicSettings
 from tests.support.store import HOUR_MS, NOWHERE, delivering, parked, queued, settled
@@ -128,6 +129,12 @@ def test_task_scripts_use_named_keys_and_the_others_do_not(name: str) -> None:
         assert not re.search(r"\bK_[A-Z]+\b", code), f"{name}.lua gets no task_keys.lua prelude"
 
 
+def test_common_lua_names_hour_lists_by_the_hours_of_keys_py() -> None:
+    """The hour in an hour list's key is computed in Lua; its length must be the one keys.py documents."""
+    [hour_ms] = re.findall(r"^local HOUR_MS = (\d+)$", (LUA / "common.lua").read_text(), re.M)
+    assert int(hour_ms) == TIMER_HOUR_MS
+
+
 def test_the_sources_have_their_preludes() -> None:
     for name in SCRIPTS:
         text = scripts.source(name)
@@ -183,6 +190,7 @@ def exercise(context: Context) -> None:
     store.create_many([NewTask("b", NOWHERE, {"n": n}, NOW + (n % 2) * HOUR_MS, n % 3,
                                {"timeout": 2} if n == 1 else None, f"batch-{n}", "fp" if n == 2 else None)
                        for n in range(12)], NOW)  # a batch: several tasks per shard in one call
+    store.create(NewTask("b", NOWHERE, "far", NOW + 3 * HOUR_MS, 0), NOW)  # into an hour list
     task_id = parked(store, NOW)
     store.requeue(task_id, NOW)
     for shard in range(context.keys.shards):
@@ -249,9 +257,10 @@ def test_create_gets_its_shard_keys_then_each_task_of_that_shard(
     k = context.keys
     assert any(len(keys) > 4 for keys, _ in recorders["create"].calls)  # a call carried several tasks
     for keys, args in recorders["create"].calls:
-        ids = args[3::9]
+        ids = args[5::9]
         [shard] = {k.shard_of(task_id) for task_id in ids}
-        assert keys == [k.timer(shard), k.inflight(shard), k.stats(shard), *(k.task(i) for i in ids)]
+        assert keys == [k.timer(shard), k.inflight(shard), k.stats(shard), k.hours(shard), *(k.task(i) for i in ids)]
+        assert args[4] == k.hour_list_prefix(shard)
 
 
 def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[str, Recorder]]) -> None:
@@ -259,7 +268,7 @@ def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[s
     exercise(context)
     k = context.keys
     expected = {
-        "promote": lambda s: [[k.timer(s), k.inflight(s), k.stats(s)]],
+        "promote": lambda s: [[k.timer(s), k.inflight(s), k.stats(s), k.hours(s)]],
         "reclaim": lambda s: [[k.inflight(s), k.stats(s), k.dead(s)]],
         "purge": lambda s: [[k.done(s), k.stats(s)], [k.dead(s), k.stats(s)]],
         "unhold": lambda s: [[k.held(s), k.timer(s)]],
@@ -271,6 +280,8 @@ def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[s
         for keys, args in recorders[name].calls:
             [shard] = [s for s in range(k.shards) if keys in keys_of(s)]
             assert args[prefix_at[name]] == k.task_prefix(shard), name  # the tasks of that same shard
+            if name == "promote":
+                assert args[8] == k.hour_list_prefix(shard)  # and the hour lists of that same shard
     topic_keys = k.for_topic("t")
     assert {tuple(keys) for keys, _ in recorders["admit"].calls} == {
         (topic_keys.config, topic_keys.running, topic_keys.rate, topic_keys.breaker)}

@@ -10,8 +10,10 @@ example; 30 examples of up to 30 steps, a few seconds). After every step:
 * the per-state counts (``TaskStore.counts()`` and every shard's statistics
   hash) equal the tasks' real states, counted from their ``st`` fields;
 * every task is in exactly the sets its state implies (timer or held while
-  scheduled or retrying, in-flight while queued or delivering, done when
-  succeeded or deleted, dead letters when failed), and the sets hold nothing else;
+  scheduled or retrying, or the list of its due hour while new and far, in-flight
+  while queued or delivering, done when succeeded or deleted, dead letters when
+  failed), and the sets hold nothing else (hour lists may: stale entries);
+* each shard's hours set names exactly the hour lists that exist;
 * a task's generation never goes down.
 """
 from __future__ import annotations
@@ -34,9 +36,11 @@ from tests.support.store import NOWHERE, STATE_SETS, TASK_SETS, FreshContexts, m
 NOW = 1_750_000_000_000
 SHARDS = 2
 TOPICS = ("a", "b")
-ELAPSE = st.sampled_from([0, 1, 250, 2_000, 4_001, 10_000, 40_000])
+FAR = 3 * 3_600_000
+"""A delay whose due hour starts beyond the promoter's reach (an hour): such a task waits in an hour list."""
+ELAPSE = st.sampled_from([0, 1, 250, 2_000, 4_001, 10_000, 40_000, 7_200_000])
 """Milliseconds the clock moves before a promote, reclaim or purge pass: within the horizon (2 s), past a lease
-(4 s), past the retention (30 s)."""
+(4 s), past the retention (30 s), far enough to bring an hour list within the promoter's reach (2 h)."""
 OUTCOMES = st.sampled_from([*Outcome, Outcome.HELD, Outcome.HELD])
 """Every outcome, and ``held`` more often: held tasks are the rarest state otherwise."""
 
@@ -86,7 +90,7 @@ class TaskLifecycle(RuleBasedStateMachine):
         for i, delay in enumerate(delays):
             self.create(TOPICS[i % 2], delay, i % 3)
 
-    @rule(topic=st.sampled_from(TOPICS), delay=st.sampled_from([-1_000, 0, 300, 5_000, 60_000]),
+    @rule(topic=st.sampled_from(TOPICS), delay=st.sampled_from([-1_000, 0, 300, 5_000, 60_000, FAR]),
           retries=st.integers(0, 2))
     def create(self, topic: str, delay: int, retries: int) -> None:
         # ids of the test's own (the prefix is fresh), so shards and orders replay exactly when shrinking
@@ -97,7 +101,7 @@ class TaskLifecycle(RuleBasedStateMachine):
         self.ids.append(task_id)
 
     @precondition(lambda self: self.ids)
-    @rule(data=st.data(), delay=st.sampled_from([0, 60_000]))
+    @rule(data=st.data(), delay=st.sampled_from([0, 60_000, FAR]))
     def create_again(self, data: st.DataObject, delay: int) -> None:
         """An id still stored is a conflict that changes nothing; a purged one may be used again."""
         task_id = data.draw(st.sampled_from(self.ids))
@@ -258,6 +262,14 @@ class TaskLifecycle(RuleBasedStateMachine):
             for name in TASK_SETS:
                 members = set(self.client.zrange(getattr(self.keys, name)(shard), 0, -1))
                 assert members <= set(states), (name, shard, members - set(states))  # no leftovers
+
+    @invariant()
+    def the_hours_set_names_exactly_the_hour_lists(self) -> None:
+        for shard in range(SHARDS):
+            hours = {int(h) for h in self.client.zrange(self.keys.hours(shard), 0, -1)}
+            lists = {int(str(k).rpartition(":")[2])
+                     for k in self.client.scan_iter(match=f"{self.keys.hour_list_prefix(shard)}*", count=1000)}
+            assert hours == lists, shard
 
     @invariant()
     def generations_never_go_down(self) -> None:

@@ -12,7 +12,8 @@ import pytest
 from httpqueue.context import Context
 from httpqueue.states import Outcome, State
 from httpqueue.store import Dispatch, NewTask, TaskStore
-from httpqueue.store.tasks import MAX_LOST
+from httpqueue.store import tasks
+from httpqueue.store.tasks import HOUR_REACH_MS, MAX_LOST
 from tests.support.store import HOUR_MS, NOWHERE, View, delivering, parked, queued, settled
 
 NOW = 1_750_000_000_000
@@ -186,10 +187,10 @@ def sharded(make_context: t.Callable[..., Context]) -> TaskStore:
     return make_context(shards=4).store
 
 
-def walk(store: TaskStore, limit: int, **filters: t.Any) -> tuple[list[str], int]:
-    """Every id the listing yields, page by page; and how many pages it took."""
+def walk(store: TaskStore, limit: int, after: str | None = None, **filters: t.Any) -> tuple[list[str], int]:
+    """Every id the listing yields, page by page (from the cursor ``after``, or the start); and how many pages."""
     seen: list[str] = []
-    cursor, pages = None, 0
+    cursor, pages = after, 0
     while True:
         page = store.list_tasks(cursor=cursor, limit=limit, **filters)
         pages += 1
@@ -259,3 +260,140 @@ def test_listing_budget_bounds_one_page_and_the_cursor_resumes(make_context: t.C
 def test_listing_refuses_a_malformed_cursor(fresh_store: TaskStore, cursor: str) -> None:
     with pytest.raises(ValueError, match="invalid cursor"):
         fresh_store.list_tasks(cursor=cursor)
+
+
+# -- hour lists (far-future tasks) -----------------------------------------------------------------------
+
+NEAR_HOUR = (NOW + HOUR_REACH_MS) // HOUR_MS
+"""The last hour whose tasks go to the timer when created at ``NOW``; later hours are far."""
+
+FAR_HOUR = NEAR_HOUR + 2
+
+
+def far(store: TaskStore, hour: int = FAR_HOUR, offset_ms: int = 0, topic: str = "t") -> str:
+    """A task created at ``NOW`` due ``offset_ms`` into ``hour``."""
+    return parked(store, NOW, topic=topic, delay_ms=hour * HOUR_MS + offset_ms - NOW)
+
+
+def moved_at(hour: int) -> int:
+    """The first time a promoter pass moves ``hour``'s list into the timer."""
+    return hour * HOUR_MS - HOUR_REACH_MS
+
+
+def hour_list(store: TaskStore, hour: int, shard: int = 0) -> list[str]:
+    return [str(i) for i in store.redis.lrange(store.keys.hour_list(shard, hour), 0, -1)]
+
+
+def test_a_far_task_waits_in_its_hour_list_not_in_the_timer(store: TaskStore, view: View) -> None:
+    ids = [far(store, offset_ms=500), far(store, offset_ms=100), far(store, FAR_HOUR + 1)]
+    assert hour_list(store, FAR_HOUR) == ids[:2]  # creation order, not due order
+    assert hour_list(store, FAR_HOUR + 1) == ids[2:]
+    assert [int(h) for h in store.redis.zrange(store.keys.hours(0), 0, -1)] == [FAR_HOUR, FAR_HOUR + 1]
+    assert view.members("timer", 0) == []
+    assert all(view.where(i) == {"hours"} for i in ids)
+    assert view.raw(ids[0])["st"] == "scheduled" and "gen" not in view.raw(ids[0])
+    assert view.stats() == {("scheduled", "t"): 3}  # counted as any parked task
+    assert store.get(ids[1]).execute_ms == FAR_HOUR * HOUR_MS + 100
+
+
+def test_a_task_due_in_the_last_near_hour_goes_to_the_timer(store: TaskStore, view: View) -> None:
+    last_near = far(store, NEAR_HOUR, HOUR_MS - 1)
+    first_far = far(store, NEAR_HOUR + 1)
+    assert view.where(last_near) == {"timer"} and view.score("timer", last_near) == (NEAR_HOUR + 1) * HOUR_MS - 1
+    assert view.where(first_far) == {"hours"} and hour_list(store, NEAR_HOUR + 1) == [first_far]
+
+
+def test_a_promoter_pass_moves_an_hour_into_the_timer_once_it_is_within_reach(store: TaskStore,
+                                                                             view: View) -> None:
+    ids = [far(store, offset_ms=n) for n in (300, 100, 200)]
+    later = far(store, FAR_HOUR + 1)
+    assert store.promote(0, moved_at(FAR_HOUR) - 1) == [] and view.members("timer", 0) == []
+    assert store.promote(0, moved_at(FAR_HOUR)) == []  # moved, not due yet
+    assert view.members("timer", 0) == [ids[1], ids[2], ids[0]]  # in due order now
+    assert all(view.score("timer", i) == FAR_HOUR * HOUR_MS + n for i, n in zip(ids, (300, 100, 200)))
+    assert not store.redis.exists(store.keys.hour_list(0, FAR_HOUR))
+    assert [int(h) for h in store.redis.zrange(store.keys.hours(0), 0, -1)] == [FAR_HOUR + 1]
+    assert view.where(later) == {"hours"}
+    handed = store.promote(0, FAR_HOUR * HOUR_MS + 300)
+    assert sorted(handed, key=lambda d: d.due_ms) == [
+        Dispatch(i, 1, FAR_HOUR * HOUR_MS + n, 0, "t") for i, n in zip((ids[1], ids[2], ids[0]), (100, 200, 300))]
+    assert store.promote(0, FAR_HOUR * HOUR_MS + 300) == []  # handed out once
+    assert all(view.where(i) == {"inflight"} and view.history(i) == ["promoted"] for i in ids)
+    assert view.stats() == {("queued", "t"): 3, ("scheduled", "t"): 1}
+
+
+def test_a_promoter_behind_moves_and_promotes_an_overdue_hour_in_one_pass(store: TaskStore, view: View) -> None:
+    task_id = far(store, offset_ms=10)
+    [dispatch] = store.promote(0, FAR_HOUR * HOUR_MS + HOUR_MS)  # no promoter ran for hours
+    assert dispatch == Dispatch(task_id, 1, FAR_HOUR * HOUR_MS + 10, 0, "t")
+    assert view.where(task_id) == {"inflight"} and store.redis.zcard(store.keys.hours(0)) == 0
+
+
+def test_the_move_skips_deleted_requeued_and_vanished_tasks(store: TaskStore, view: View) -> None:
+    kept, deleted, requeued, vanished = (far(store, offset_ms=n) for n in range(4))
+    store.delete(deleted, NOW + 1)
+    store.requeue(requeued, NOW + 1)
+    [first] = store.promote(0, NOW + 1)
+    assert first.task_id == requeued and first.gen == 1
+    store.redis.delete(store.keys.task(vanished))
+    assert hour_list(store, FAR_HOUR) == [kept, deleted, requeued, vanished]  # a delete leaves its entry
+    assert store.promote(0, moved_at(FAR_HOUR)) == []
+    assert view.members("timer", 0) == [kept]
+    assert view.where(deleted) == {"done"} and view.raw(deleted)["st"] == "deleted"
+    assert view.where(requeued) == {"inflight"} and view.raw(requeued)["gen"] == "1"  # not moved again
+    assert store.redis.zcard(store.keys.hours(0)) == 0
+
+
+def test_a_big_hour_is_moved_in_bounded_passes_in_creation_order(store: TaskStore, view: View,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "HOUR_MOVE_LIMIT", 3)
+    ids = [far(store, offset_ms=60_000 - n) for n in range(7)] + [far(store, FAR_HOUR + 1)]  # none due yet
+    moves = []
+    for _ in range(4):
+        store.promote(0, moved_at(FAR_HOUR + 1))
+        moves.append(len(view.members("timer", 0)))
+        if len(moves) == 1:
+            assert set(view.members("timer", 0)) == set(ids[:3]) and hour_list(store, FAR_HOUR) == ids[3:7]
+    assert moves == [3, 6, 8, 8]  # 3 of the first hour, 3 more, its last one and the next hour's
+    assert sorted(view.members("timer", 0)) == sorted(ids) and store.redis.zcard(store.keys.hours(0)) == 0
+
+
+def test_next_due_is_the_earlier_of_the_timer_and_the_first_hour(store: TaskStore) -> None:
+    assert store.next_due_ms(0) is None
+    far(store, offset_ms=700)
+    assert store.next_due_ms(0) == FAR_HOUR * HOUR_MS  # a lower bound: the hour's start
+    parked(store, NOW)
+    assert store.next_due_ms(0) == NOW + HOUR_MS
+
+
+def test_listing_walks_the_hour_lists_after_the_timer_with_working_cursors(sharded: TaskStore) -> None:
+    near = [parked(sharded, NOW, delay_ms=HOUR_MS + i) for i in range(5)]
+    later = [far(sharded, FAR_HOUR + 1) for _ in range(6)]
+    first = [far(sharded, offset_ms=HOUR_MS - 1 - i) for i in range(6)]
+    gone = far(sharded)
+    sharded.delete(gone, NOW)
+    moved = far(sharded)
+    sharded.requeue(moved, NOW)  # in the timer now (due at once), its list entry stale
+    listed, pages = walk(sharded, 2, state=State.SCHEDULED)
+    assert sorted(listed) == sorted(near + later + first + [moved]) and pages >= 7  # each once
+    by_shard: dict[int, list[str]] = {}
+    for task_id in listed:
+        by_shard.setdefault(sharded.keys.shard_of(task_id), []).append(task_id)
+    timer = set(near + [moved])
+    for shard, ids in by_shard.items():  # a shard's timer, then its hours in hour order, each in list order
+        in_timer = [i for i in ids if i in timer]
+        assert ids == in_timer + [i for i in first + later if sharded.keys.shard_of(i) == shard], shard
+    everything, _ = walk(sharded, 3)
+    assert sorted(everything) == sorted(near + later + first + [moved, gone])  # the deleted one only as deleted
+    assert walk(sharded, 4, state=State.RETRYING)[0] == []
+
+
+def test_a_listing_cursor_in_an_hour_list_survives_the_hour_being_moved(store: TaskStore) -> None:
+    first = [far(store) for _ in range(3)]
+    later = [far(store, FAR_HOUR + 1) for _ in range(3)]
+    page = store.list_tasks(state=State.SCHEDULED, limit=4)
+    assert [task.id for task in page.tasks] == first + later[:1] and page.cursor is not None
+    store.promote(0, moved_at(FAR_HOUR))  # the first hour goes to the timer; the cursor points into the next
+    rest, _ = walk(store, 4, page.cursor, state=State.SCHEDULED)
+    assert rest == later[1:]
+

@@ -17,7 +17,7 @@ from httpqueue.config import Settings
 from httpqueue.connections import StoreClient, redis_client
 from httpqueue.context import Context
 from httpqueue.states import Outcome, State
-from httpqueue.store.keys import Keys
+from httpqueue.store.keys import TIMER_HOUR_MS, Keys
 from httpqueue.store.records import Dispatch, NewTask
 from httpqueue.store.tasks import TaskStore
 from tests.support.settings import TEST_SETTINGS
@@ -25,9 +25,12 @@ from tests.support.settings import TEST_SETTINGS
 #: The sorted sets of a shard that hold task ids (the names of the :class:`Keys` methods).
 TASK_SETS = ("timer", "held", "inflight", "done", "dead")
 
+HOURS = "hours"
+"""What :func:`memberships` calls a task's place in the list of its due hour (``Keys.hour_list``), where it waits."""
+
 #: For each state, the sets its task may be in: exactly one of the alternatives, and no other set.
 STATE_SETS: dict[State, tuple[frozenset[str], ...]] = {
-    State.SCHEDULED: (frozenset({"timer"}), frozenset({"held"})),
+    State.SCHEDULED: (frozenset({"timer"}), frozenset({"held"}), frozenset({HOURS})),
     State.RETRYING: (frozenset({"timer"}), frozenset({"held"})),
     State.QUEUED: (frozenset({"inflight"}),),
     State.DELIVERING: (frozenset({"inflight"}),),
@@ -86,14 +89,34 @@ class FreshContexts:
 
 
 def memberships(client: StoreClient, keys: Keys, task_ids: t.Sequence[str]) -> dict[str, frozenset[str]]:
-    """For each id, the names of its shard's task sets (:data:`TASK_SETS`) that hold it (one round trip)."""
+    """For each id, the names of its shard's task sets (:data:`TASK_SETS`) that hold it, and :data:`HOURS`
+    when it waits in an hour list: new (scheduled, no generation) and in the list of its due hour.
+
+    An hour list may also hold stale entries (deleted or requeued tasks, the
+    promoter skips them); those do not count, so a task is still in exactly
+    one place. Two round trips.
+    """
     pipe = client.pipeline(transaction=False)
     for task_id in task_ids:
         shard = keys.shard_of(task_id)
         for name in TASK_SETS:
             pipe.zscore(getattr(keys, name)(shard), task_id)
+        pipe.hmget(keys.task(task_id), "st", "gen", "due")
     replies = iter(pipe.execute())
-    return {task_id: frozenset(name for name in TASK_SETS if next(replies) is not None) for task_id in task_ids}
+    found: dict[str, frozenset[str]] = {}
+    new: list[tuple[str, int]] = []  # (id, due hour) of the tasks an hour list may hold
+    for task_id in task_ids:
+        found[task_id] = frozenset(name for name in TASK_SETS if next(replies) is not None)
+        state, gen, due = next(replies)
+        if state == State.SCHEDULED and gen is None and due is not None:
+            new.append((task_id, int(due) // TIMER_HOUR_MS))
+    pipe = client.pipeline(transaction=False)
+    for task_id, hour in new:
+        pipe.lpos(keys.hour_list(keys.shard_of(task_id), hour), task_id)
+    for (task_id, _), position in zip(new, pipe.execute() if new else []):
+        if position is not None:
+            found[task_id] |= {HOURS}
+    return found
 
 
 def where(client: StoreClient, keys: Keys, task_id: str) -> frozenset[str]:

@@ -74,3 +74,30 @@ end
 local function url_host(url)
   return url and string.match(url, '^%a[%w+.-]*://([^/?#]+)') or ''
 end
+
+-- Hour lists (store/keys.py: Keys.hours, Keys.hour_list). A task created due in an hour that starts
+-- beyond `reach` waits in its shard's list of that due hour instead of the timer (an entry of a
+-- list is far smaller than one of a sorted set); a promoter pass moves the hour's ids into the
+-- timer once the hour starts within `reach`. HOUR_MS is keys.TIMER_HOUR_MS.
+local HOUR_MS = 3600000
+
+local function hour_of(ms)
+  return math.floor(ms / HOUR_MS)
+end
+
+-- The last hour whose ids belong in the timer at `now`: hours after it are far.
+local function last_near_hour(now, reach)
+  return hour_of(now + reach)
+end
+
+-- The list of one due hour, from the shard's hour list prefix (Keys.hour_list_prefix).
+local function hour_list(prefix, hour)
+  return prefix .. string.format('%d', hour)
+end
+
+-- Whether a task read as st, gen, due still waits in the list of `hour`: created there (only
+-- create.lua parks in hour lists, as 'scheduled' without a generation) and neither handed out,
+-- deleted nor moved to another time since. Any other entry is stale and skipped.
+local function waits_in_hour(st, gen, due, hour)
+  return st == 'scheduled' and not gen and due and hour_of(tonumber(due)) == hour or false
+end

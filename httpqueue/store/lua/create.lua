@@ -1,18 +1,32 @@
 -- create: store new tasks of one shard. For each task: refuse a duplicate id, store
--- the task hash, and either park the task in the timer (due later than `direct`, so
--- a promoter pass batches it with others) or mark it queued with an in-flight lease
--- (the caller then publishes its ETA message; should it die first, the lease runs
--- out and a promoter publishes it instead). Each task all or nothing; one call per
--- shard for a whole batch, so a batch costs one script run per shard, not per task.
--- KEYS: timer, inflight, stats, then per task: task
--- ARGV: now, direct, lease, then per task: id, due, topic, callback, content, max_retry, options, timeout, fingerprint
+-- the task hash, and either park the task (due later than `direct`, so a promoter
+-- pass batches it with others) or mark it queued with an in-flight lease (the
+-- caller then publishes its ETA message; should it die first, the lease runs out
+-- and a promoter publishes it instead). A parked task goes to the timer, or, when
+-- its due hour starts beyond `reach`, to the list of that hour (common.lua: hour
+-- lists; promote.lua moves it to the timer in time). Each task all or nothing; one
+-- call per shard for a whole batch, so a batch costs one script run per shard, not per task.
+-- KEYS: timer, inflight, stats, hours, then per task: task
+-- ARGV: now, direct, lease, reach, hour_list_prefix, then per task: id, due, topic, callback, content, max_retry,
+--   options, timeout, fingerprint
 --   (max_retry '0', options, timeout and fingerprint '' when the task has none: such fields are not stored)
 -- Returns per task two values: 1, gen when the caller must publish; 0, 0 when parked; -1, fingerprint
 -- if the id exists (the stored request fingerprint, '' if none: the caller decides replay or conflict).
 local now, direct, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local near = last_near_hour(now, tonumber(ARGV[4]))
+-- Read each hour list the batch may write before any write: in a Redis Cluster slot half moved, a
+-- list not on this node stops the script here rather than half-way (see read_tasks in common.lua).
+local probed = {}
+for i = 6, #ARGV, 9 do
+  local hour = hour_of(tonumber(ARGV[i + 1]))
+  if hour > near and not probed[hour] then
+    probed[hour] = true
+    redis.call('EXISTS', hour_list(ARGV[5], hour))
+  end
+end
 local out = {}
-local n = 3
-for i = 4, #ARGV, 9 do
+local n = 4
+for i = 6, #ARGV, 9 do
   n = n + 1
   local key, id, due, topic = KEYS[n], ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   if redis.call('EXISTS', key) == 1 then
@@ -38,7 +52,13 @@ for i = 4, #ARGV, 9 do
       out[#out + 1] = 1
     else
       redis.call('HSET', key, unpack(f))
-      redis.call('ZADD', KEYS[1], due, id)
+      local hour = hour_of(due)
+      if hour > near then
+        redis.call('RPUSH', hour_list(ARGV[5], hour), id)
+        redis.call('ZADD', KEYS[4], hour, string.format('%d', hour))
+      else
+        redis.call('ZADD', KEYS[1], due, id)
+      end
       move(KEYS[3], topic, nil, 'scheduled')
       emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
       out[#out + 1] = 0

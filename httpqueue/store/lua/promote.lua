@@ -1,10 +1,39 @@
--- promote: move the ids due within the horizon from the timer to "queued", bump
--- their generation and give each an in-flight lease, in one step, so that any
--- number of promoters running at once never hand out the same task twice.
--- KEYS: timer, inflight, stats
--- ARGV: now, horizon, lease, limit, task_prefix, history_prefix, histmax
+-- promote: first move the ids of the hour lists whose hour starts within `reach` into
+-- the timer (at most `move_limit` list entries a call, oldest hour first; the rest next
+-- pass: an hour list is moved about `reach` before its hour starts), then move the ids
+-- due within the horizon from the timer to "queued", bump their generation and give
+-- each an in-flight lease, in one step, so that any number of promoters running at
+-- once never hand out the same task twice. A list entry whose task no longer waits
+-- there (deleted, requeued, or its id purged and reused: common.lua waits_in_hour) is
+-- dropped; an hour leaves `hours` with its last entry.
+-- KEYS: timer, inflight, stats, hours
+-- ARGV: now, horizon, lease, limit, task_prefix, history_prefix, histmax, reach, hour_list_prefix, move_limit
 -- Returns a flat list id, gen, due, has_retry, topic, id, ...
 local now, horizon, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+
+-- One hour list's next `count` entries into the timer. Reads (the list, then its tasks) come
+-- before the writes, so a Redis Cluster slot half moved stops the script between two hours,
+-- each moved whole or not at all.
+local function move_hour(hour, count)
+  local list = hour_list(ARGV[9], hour)
+  local ids = redis.call('LRANGE', list, 0, count - 1)
+  local fields = read_tasks(ARGV[5], ids, 'st', 'gen', 'due')
+  redis.call('LTRIM', list, #ids, -1)
+  for i, id in ipairs(ids) do
+    local f = fields[i]
+    if waits_in_hour(f[1], f[2], f[3], hour) then redis.call('ZADD', KEYS[1], tonumber(f[3]), id) end
+  end
+  if redis.call('LLEN', list) == 0 then redis.call('ZREM', KEYS[4], hour) end
+  return #ids
+end
+
+local budget = tonumber(ARGV[10])
+local near = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', last_near_hour(now, tonumber(ARGV[8])), 'LIMIT', 0, budget)
+for _, hour in ipairs(near) do
+  if budget <= 0 then break end
+  budget = budget - move_hour(tonumber(hour), budget)
+end
+
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + horizon, 'LIMIT', 0, tonumber(ARGV[4]))
 local fields = read_tasks(ARGV[5], ids, 'st', 'due', 'tp', 'hr')
 local out = {}
