@@ -13,7 +13,8 @@ header and the command line:
 * :func:`persistence`: whether the store's Redis writes anything to disk
   (AOF or RDB save points); ``unknown`` when ``CONFIG`` is refused (managed Redis).
 * :func:`overdue`: tasks whose due time has passed and whose attempt has not
-  started: parked in the timer, or handed out (``queued``) but never claimed.
+  started: parked in the timer or an hour list, or handed out (``queued``) but
+  never claimed.
 * :func:`exposed` / :func:`listen_warning`: an API reachable beyond loopback
   without tokens.
 """
@@ -30,7 +31,7 @@ from redis.cluster import RedisCluster
 
 from httpqueue.connections import StoreClient
 from httpqueue.store.keys import Keys
-from httpqueue.store.scripts import ScriptCalls
+from httpqueue.store.scripts import ScriptCalls, prelude
 
 NO_WORKER = "no worker is running: tasks will not fire"
 """The problem ``/ready`` and the dashboard report while no worker's heartbeat is fresh."""
@@ -64,12 +65,18 @@ local t = redis.call('TIME')
 return redis.call('ZCOUNT', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), '+inf')
 """
 
-# KEYS: timer, inflight of one shard (one hash tag); ARGV: now, limit, task_prefix.
+# KEYS: timer, inflight, hours of one shard (one hash tag); ARGV: now, limit, task_prefix, hour_list_prefix.
 # Returns {oldest overdue due time or -1, overdue count}. A queued in-flight entry is overdue when its
-# due time passed (its lease may not have run out yet: that is when a promoter would re-issue it).
+# due time passed (its lease may not have run out yet: that is when a promoter would re-issue it); so is a
+# task still in the list of an hour that has started (no promoter moved it to the timer in time).
+# common.lua (scripts.prelude) comes first: the hour list helpers.
 _OVERDUE = """
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local oldest, count = -1, 0
+local function late(due)
+  count = count + 1
+  if oldest < 0 or due < oldest then oldest = due end
+end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[1] and tonumber(first[2]) <= now then
   oldest = tonumber(first[2])
@@ -78,9 +85,17 @@ end
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, limit - 1)) do
   local f = redis.call('HMGET', ARGV[3] .. id, 'st', 'due')
   local due = tonumber(f[2])
-  if f[1] == 'queued' and due and due <= now then
-    count = count + 1
-    if oldest < 0 or due < oldest then oldest = due end
+  if f[1] == 'queued' and due and due <= now then late(due) end
+end
+local budget = limit
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', hour_of(now), 'LIMIT', 0, limit)) do
+  if budget <= 0 then break end
+  local hour = tonumber(member)
+  local ids = redis.call('LRANGE', hour_list(ARGV[4], hour), 0, budget - 1)
+  budget = budget - #ids
+  for _, id in ipairs(ids) do
+    local f = redis.call('HMGET', ARGV[3] .. id, 'st', 'gen', 'due')
+    if waits_in_hour(f[1], f[2], f[3], hour) and tonumber(f[3]) <= now then late(tonumber(f[3])) end
   end
 end
 return {oldest, count}
@@ -166,19 +181,23 @@ class Overdue:
 
 
 def overdue(client: StoreClient, keys: Keys, now_ms: int, scan: int = INFLIGHT_SCAN) -> Overdue:
-    """Overdue tasks of every shard: due in the timer (never promoted), or queued in flight but never claimed.
+    """Overdue tasks of every shard: due in the timer or an hour list (never promoted), or queued in flight
+    but never claimed.
 
     Whoever runs (no worker at all, or promoters and workers falling behind),
     this is how late the service is. The timer part is exact; the in-flight part
     looks at the ``scan`` entries of each shard whose leases run out first,
-    where queued tasks sort by due time, so the count is a lower bound when
-    a shard holds more in-flight tasks than that. Paused topics' held tasks
-    are not counted: they wait on purpose.
+    where queued tasks sort by due time, and the hour-list part at ``scan``
+    entries of the lists of hours already started (a promoter moves them to
+    the timer an hour ahead, so they are there only while no promoter runs),
+    so the count is a lower bound when a shard holds more than that. Paused
+    topics' held tasks are not counted: they wait on purpose.
     """
-    script = client.register_script(_OVERDUE)
+    script = client.register_script(prelude() + _OVERDUE)
     calls = ScriptCalls(client)
     for shard in range(keys.shards):
-        calls.add(script, [keys.timer(shard), keys.inflight(shard)], [now_ms, scan, keys.task_prefix(shard)])
+        calls.add(script, [keys.timer(shard), keys.inflight(shard), keys.hours(shard)],
+                  [now_ms, scan, keys.task_prefix(shard), keys.hour_list_prefix(shard)])
     count, oldest = 0, None
     for first, n in calls.execute():
         count += int(n)

@@ -58,9 +58,18 @@ F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 def source(name: str) -> str:
     """The text of script ``name`` with the shared preludes prepended."""
-    folder = resources.files("httpqueue.store") / "lua"
     parts = ["common"] + (["task_keys"] if name in TASK_SCRIPTS else []) + [name]
-    return "\n".join((folder / f"{part}.lua").read_text() for part in parts)
+    return "\n".join(_read(part) for part in parts)
+
+
+def prelude() -> str:
+    """``common.lua``, for a script kept elsewhere (:mod:`httpqueue.health`) that needs its helpers."""
+    return _read("common") + "\n"
+
+
+@functools.lru_cache(maxsize=None)
+def _read(part: str) -> str:
+    return (resources.files("httpqueue.store") / "lua" / f"{part}.lua").read_text()
 
 
 def register(client: t.Any, *names: str) -> dict[str, t.Any]:

@@ -20,6 +20,17 @@ def test_overdue_counts_every_shard(fresh_store: TaskStore) -> None:
     assert found.oldest_due_ms == NOW - HOUR_MS + fresh_store.direct_ms + 1
 
 
+def test_overdue_counts_tasks_left_in_the_list_of_an_hour_that_has_started(fresh_store: TaskStore) -> None:
+    """No promoter moved them to the timer: a far task is overdue in its hour list once its due time passed."""
+    due = (NOW // HOUR_MS + 3) * HOUR_MS + 5_000  # an hour beyond the promoter's reach
+    late = [fresh_store.create(NewTask("t", NOWHERE, n, due + n, 0), NOW).task_id for n in range(3)]
+    gone = fresh_store.create(NewTask("t", NOWHERE, "gone", due, 0), NOW).task_id
+    fresh_store.delete(gone, NOW)
+    assert health.overdue(fresh_store.redis, fresh_store.keys, due + 1).count == 2  # the third is not due yet
+    found = health.overdue(fresh_store.redis, fresh_store.keys, due + 10)
+    assert found == health.Overdue(3, due) and len(late) == 3  # the deleted one is not counted
+
+
 def test_persistence_is_what_every_master_keeps(store_kind: str, fresh_store: TaskStore) -> None:
     # the suite's Redis writes an append-only file; the suite's cluster keeps nothing on disk
     assert health.persistence(fresh_store.redis) == {"standalone": "aof", "cluster": "none"}[store_kind]
