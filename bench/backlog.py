@@ -12,9 +12,9 @@ point it measures:
   batches, one client thread, timing only the create calls; the tasks a rate
   run creates are removed right after each round (untimed), so the backlog
   stays at its size while it is measured;
-* promote rate: tasks parked due 2 hours ahead, then promoter passes with a
-  clock moved to their due time, so ``promote.lua`` walks the timers with the
-  whole backlog behind them; publishing is a counter (what it costs does not
+* promote rate: tasks parked due 2 hours ahead (in hour lists), then promoter
+  passes with a clock moved to their due time, so ``promote.lua`` moves them
+  to the timers and walks those with the whole backlog behind them; publishing is a counter (what it costs does not
   depend on the backlog); and the time of an idle pass (nothing due);
 * the same rates on a *control*, a small backlog (10^4 tasks, standalone)
   measured in alternating rounds with the big one (:func:`side_by_side`), so
@@ -36,6 +36,7 @@ from httpqueue.clock import now_ms
 from httpqueue.config import Settings
 from httpqueue.context import Context
 from httpqueue.services import TaskService
+from httpqueue.store.keys import TIMER_HOUR_MS
 from httpqueue.store.records import Dispatch, NewTask
 from httpqueue.worker.promoter import Promoter
 
@@ -185,15 +186,25 @@ class Backlog:
     # -- cleaning up after a rate run
 
     def remove(self, ids: t.Sequence[str], state: str, history: bool = False) -> None:
-        """Take a rate run's probe tasks out again: task hash, timer or lease entry, history, statistics field."""
+        """Take a rate run's probe tasks out again: task hash, timer, hour list or lease entry, history, statistics
+        field (an hour list entry too, so the backlog's lists hold no stale entries that would count as memory)."""
         keys = self.ctx.keys
-        pipe = self.target.routed().pipeline(transaction=False)
-        for task_id in ids:
+        client = self.target.routed()
+        dues: list[t.Any] = [None] * len(ids)
+        if state == "scheduled":
+            pipe = client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hget(keys.task(task_id), "due")
+            dues = pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        for task_id, due in zip(ids, dues):
             shard = keys.shard_of(task_id)
             pipe.delete(keys.task(task_id))
             if history:
                 pipe.delete(keys.history(task_id))
             pipe.zrem(keys.timer(shard) if state == "scheduled" else keys.inflight(shard), task_id)
+            if due is not None:
+                pipe.lrem(keys.hour_list(shard, int(due) // TIMER_HOUR_MS), 0, task_id)
         for shard in range(keys.shards):
             pipe.hdel(keys.stats(shard), f"{state}|{PROBE_TOPIC}")
         pipe.execute()

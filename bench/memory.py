@@ -2,14 +2,16 @@
 
 A pending (parked) task is two things in Redis: its hash ``hq:{s}:t:<id>``
 (a key of the main keyspace) and an entry in its shard's timer sorted set
-``hq:{s}:timer``. :func:`measure` takes ``used_memory`` (summed over the
-masters) and splits it into:
+``hq:{s}:timer`` or, when due more than an hour ahead, in the list of its due
+hour ``hq:{s}:timer:h:<hour>`` (``Keys.hour_list``). :func:`measure` takes
+``used_memory`` (summed over the masters) and splits it into:
 
 * ``task_hash``: mean ``MEMORY USAGE ... SAMPLES 0`` of task hashes picked at
-  random from the timers (key string, dict entry, object header, listpack,
-  each as the allocator rounds it);
-* ``timer``: ``MEMORY USAGE`` of every timer divided by the tasks in it
-  (skiplist node, member string, dict entry and bucket of the zset);
+  random from the timers and hour lists (key string, dict entry, object header,
+  listpack, each as the allocator rounds it);
+* ``timer``: ``MEMORY USAGE`` of every timer, hours set and hour list divided
+  by the tasks (skiplist node, member string, dict entry and bucket of a zset;
+  a list's share of its quicklist nodes and listpacks, and its key);
 * ``stats``: the per-shard counters (a constant, shared by all tasks);
 * ``keyspace_table``: the main dictionary's bucket array, 8 bytes per slot,
   sized to a power of two (``MEMORY STATS``' ``overhead.hashtable.main`` less
@@ -98,7 +100,7 @@ def measure(target: StoreTarget, keys: Keys, pending: int, empty: Snapshot, now:
     """Split the growth from ``empty`` to ``now`` over ``pending`` tasks (see the module docstring)."""
     client = target.routed()
     task_sizes, raw_sizes, encoding, fields = _sample_tasks(client, keys)
-    timer_total = sum(usage(client, keys.timer(s), ZSET_SAMPLES) for s in range(keys.shards))
+    timer_total = sum(timer_usage(client, keys, s) for s in range(keys.shards))
     stats_total = sum(usage(client, keys.stats(s), 0) for s in range(keys.shards))
     per_task = (now.used_memory - empty.used_memory) / pending
     task_hash = sum(task_sizes) / len(task_sizes)
@@ -119,7 +121,7 @@ def _sample_tasks(client: t.Any, keys: Keys) -> tuple[list[int], list[int], str,
     raw: list[int] = []
     encoding, fields = "", {}
     for _ in range(SAMPLE_TASKS):
-        task_id = client.zrandmember(keys.timer(rng.randrange(keys.shards)))
+        task_id = _random_parked(client, keys, rng.randrange(keys.shards), rng)
         if task_id is None:
             continue
         key = keys.task(task_id)
@@ -128,8 +130,28 @@ def _sample_tasks(client: t.Any, keys: Keys) -> tuple[list[int], list[int], str,
         raw.append(listpack_bytes(fields))
         encoding = str(client.object("encoding", key))
     if not sizes:
-        raise RuntimeError("no task found in the timers")
+        raise RuntimeError("no task found in the timers and hour lists")
     return sizes, raw, encoding, fields
+
+
+def _random_parked(client: t.Any, keys: Keys, shard: int, rng: random.Random) -> str | None:
+    """The id of a parked task of ``shard``: from its timer, or from a random hour list when the timer is empty."""
+    task_id = client.zrandmember(keys.timer(shard))
+    if task_id is not None:
+        return str(task_id)
+    hour = client.zrandmember(keys.hours(shard))
+    if hour is None:
+        return None
+    key = keys.hour_list(shard, int(hour))
+    found = client.lindex(key, rng.randrange(max(1, int(client.llen(key)))))
+    return None if found is None else str(found)
+
+
+def timer_usage(client: t.Any, keys: Keys, shard: int) -> int:
+    """``MEMORY USAGE`` of the shard's timer, its hours set and every hour list (one per hour the backlog spans)."""
+    lists = client.scan_iter(match=f"{keys.hour_list_prefix(shard)}*", count=1000)
+    return (usage(client, keys.timer(shard), ZSET_SAMPLES) + usage(client, keys.hours(shard), ZSET_SAMPLES)
+            + sum(usage(client, key, ZSET_SAMPLES) for key in lists))
 
 
 def usage(client: t.Any, key: t.Any, samples: int) -> int:
