@@ -27,6 +27,19 @@ def dumps(value: t.Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def dumps_text(value: t.Mapping[str, t.Any]) -> str:
+    """Compact JSON text of a log line's fields: what orjson cannot encode is written as its ``str()``.
+
+    Log lines take any value a caller passes (an exception, an enum); like
+    ``json.dumps(..., default=str)``, but about a tenth of the cost, which
+    counts on a path that writes a line for every create and every attempt.
+    """
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits
+        return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
+
+
 def loads(data: str | bytes) -> t.Any:
     """``data`` parsed; integers beyond 64 bits stay exact (orjson would make them floats)."""
     long = (_LONG_DIGITS_BYTES.search(data) if isinstance(data, bytes) else _LONG_DIGITS.search(data))

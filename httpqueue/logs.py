@@ -22,7 +22,6 @@ written directly. :func:`flush` waits until what was logged so far is written.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import logging.handlers
 import os
@@ -32,6 +31,8 @@ import threading
 import time
 import typing as t
 from multiprocessing import util as multiprocessing_util
+
+from httpqueue import jsoncodec
 
 LOGGER = logging.getLogger("httpqueue")
 
@@ -91,12 +92,8 @@ def _record_of(item: tuple[t.Any, ...]) -> logging.LogRecord:
     return record
 
 
-_FIELDS_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
-"""What ``json.dumps(value, default=str, ensure_ascii=False)`` uses, built once instead of per line."""
-
-
 def _json(value: t.Mapping[str, t.Any]) -> str:
-    return _FIELDS_JSON.encode(value if type(value) is dict else dict(value))
+    return jsoncodec.dumps_text(value if type(value) is dict else dict(value))
 
 
 class EventFormatter(logging.Formatter):

@@ -53,7 +53,7 @@ def test_every_create_and_attempt_line_is_written_once_by_the_processes_that_mad
         worker.stop()
     api_log, worker_log = api.output(), worker.output()
     for task_id in singles:
-        lines = [line for line in api_log.splitlines() if f'"task_id": "{task_id}"' in line]
+        lines = [line for line in api_log.splitlines() if f'"task_id":"{task_id}"' in line]
         assert len(lines) == 1 and " INFO createTask :{" in lines[0], lines
         fields = json.loads(lines[0].split("createTask :", 1)[1])
         assert fields["topic"] == topic and fields["callback"] == callback

@@ -59,8 +59,8 @@ def test_the_listener_writes_events_without_records_and_records_as_before() -> N
         assert logs.flush()
         lines = out.getvalue().splitlines()
         assert [line.split(" ", 3)[3] for line in lines] == [
-            'createTask :{"task_id": "a", "topic": "t"}', "plain record",
-            'createTasks :{"count": 1, "topics": {"t": 1}, "first_ids": ["b"]}']
+            'createTask :{"task_id":"a","topic":"t"}', "plain record",
+            'createTasks :{"count":1,"topics":{"t":1},"first_ids":["b"]}']
         logging.setLogRecordFactory(Counting)  # a factory of the application's: events get records again
         logs.event("promoted", count=1)
         assert logs.flush()

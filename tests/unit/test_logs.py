@@ -53,7 +53,7 @@ def test_records_are_written_by_the_listener_thread_in_the_original_format(strea
     finally:
         logs.StreamWriter.handle_batch = original  # type: ignore[method-assign]
     lines = stream.getvalue().splitlines()
-    assert lines[0].endswith(" INFO createTask :" + json.dumps(fields, ensure_ascii=False)), lines
+    assert lines[0].endswith(" INFO createTask :" + json.dumps(fields, ensure_ascii=False, separators=(",", ":"))), lines
     assert lines[1].endswith(" WARNING plain old-style message")
     assert writers and set(writers) == {"httpqueue-log"}
 
@@ -76,7 +76,7 @@ def test_the_batch_line_of_the_text_format() -> None:
     record.event = "create_batch"
     record.fields = {"count": 2, "topics": {"t": 2}, "first_ids": ["a", "b"]}
     assert logs.TextFormatter().format(record).endswith(
-        'INFO createTasks :{"count": 2, "topics": {"t": 2}, "first_ids": ["a", "b"]}')
+        'INFO createTasks :{"count":2,"topics":{"t":2},"first_ids":["a","b"]}')
 
 
 def test_a_disabled_level_builds_no_record_and_an_enabled_one_is_built_by_the_listener(
