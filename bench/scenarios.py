@@ -14,6 +14,8 @@ import threading
 import time
 import typing as t
 
+import requests
+
 from bench.coldstart import coldstart
 from bench.load import JsonPoster, paced, random_delay, task_body, wrk_post
 from bench.report import ScenarioResult, percentile
@@ -327,7 +329,9 @@ def intake(cfg: Config, base: Baseline) -> ScenarioResult:
 
     One fresh Redis; four API servers side by side (floor and httpqueue, each
     under both servers, with httpqueue's settings: the same worker counts and
-    threads), no delivery worker (the tasks are due in a day). Then rounds:
+    threads) and one idle delivery worker, as deployed (the tasks are due in
+    a day; without a worker every create answer would carry the no-worker
+    ``Warning`` header, a path no deployment takes). Then rounds:
     in each, every target under each server gets ``wrk`` for the same time, in
     an order that rotates from round to round, so that a slow spell of the
     shared machine does not fall on one combination; medians over the rounds.
@@ -351,7 +355,7 @@ def intake(cfg: Config, base: Baseline) -> ScenarioResult:
         "load_before": [round(x, 2) for x in load_before], "source": _source()})
     runs: dict[tuple[str, str, str], list[tuple[t.Any, float]]] = {}
     with Stack() as stack:
-        stack.start_base()
+        stack.start_base().start_workers()
         bases: dict[tuple[str, str], str] = {}
         for server in API_SERVERS:
             bases["floor", server] = stack.start_api(f"floor-{server}", [
@@ -363,6 +367,11 @@ def intake(cfg: Config, base: Baseline) -> ScenarioResult:
         for app, path, server in combos:  # warm every worker of every server
             wrk_post(bases[app, server] + path, body, seconds=1, connections=cfg.intake_connections)
         result.params["processes"] = {name: len(stack.pids(name)) for name in stack.children if name != "receiver"}
+        for server in API_SERVERS:  # the worker is seen: answers as a deployment gets them
+            answer = requests.post(bases["httpqueue", server] + "/create", data=body, timeout=10)
+            if answer.status_code != 200 or "Warning" in answer.headers:
+                raise RuntimeError(f"intake: httpqueue under {server} answered {answer.status_code} "
+                                   f"{dict(answer.headers)}: no worker seen?")
         for n in range(cfg.intake_rounds):
             for app, path, server in combos[n % len(combos):] + combos[:n % len(combos)]:
                 child = f"{'floor' if app == 'floor' else 'api'}-{server}"

@@ -173,6 +173,12 @@ class Stack:
     def start_httpqueue(self) -> Stack:
         """``httpqueue api`` (its default server and worker count for this machine) and the delivery worker(s)."""
         self._spawn("api", [sys.executable, "-m", "httpqueue", "api", "--address", f"127.0.0.1:{self.api_port}"])
+        self.start_workers()
+        self._wait_alive("api", lambda: requests.get(self.api_url("/ready"), timeout=1).ok, "/ready")
+        return self
+
+    def start_workers(self) -> Stack:
+        """The delivery worker(s) alone, each waited for until its heartbeat is in Redis."""
         for n in range(self.hq_workers):
             name = f"worker{n}"
             self._spawn(name, [sys.executable, "-m", "httpqueue", "worker", "-n", f"{name}@bench",
@@ -181,7 +187,6 @@ class Stack:
         for n in range(self.hq_workers):
             key = f"hq:worker:worker{n}@bench"
             self._wait_alive(f"worker{n}", lambda: client.exists(key), "heartbeat")
-        self._wait_alive("api", lambda: requests.get(self.api_url("/ready"), timeout=1).ok, "/ready")
         return self
 
     def start_baseline(self, concurrency: int) -> Stack:
