@@ -148,8 +148,12 @@ def _random_parked(client: t.Any, keys: Keys, shard: int, rng: random.Random) ->
 
 
 def timer_usage(client: t.Any, keys: Keys, shard: int) -> int:
-    """``MEMORY USAGE`` of the shard's timer, its hours set and every hour list (one per hour the backlog spans)."""
-    lists = client.scan_iter(match=f"{keys.hour_list_prefix(shard)}*", count=1000)
+    """``MEMORY USAGE`` of the shard's timer, its hours set and every hour list (one per hour the backlog spans).
+
+    The lists are found through the hours set, not by a ``SCAN`` of the whole
+    keyspace (16 of those took minutes at 10^7 tasks).
+    """
+    lists = [keys.hour_list(shard, int(hour)) for hour in client.zrange(keys.hours(shard), 0, -1)]
     return (usage(client, keys.timer(shard), ZSET_SAMPLES) + usage(client, keys.hours(shard), ZSET_SAMPLES)
             + sum(usage(client, key, ZSET_SAMPLES) for key in lists))
 
