@@ -1,7 +1,8 @@
 -- delete: cancel a task that has not started an attempt, or dismiss a dead letter.
 -- Mark it deleted, drop it from the timer, in-flight, held and dead-letter sets,
 -- and bump its generation so that an ETA message already in the broker is
--- refused by claim. Nothing fires after this.
+-- refused by claim. Nothing fires after this. A far task's entry in its hour list stays
+-- (no list is searched): promote.lua skips it when it moves that hour (common.lua: waits_in_hour).
 -- KEYS: the task's keys in TaskKeys order (task_keys.lua names them)
 -- ARGV: id, now, retention, event, histmax, allow_failed (1: a failed task may be dismissed)
 -- Returns {'deleted', previous_state, topic}, {'refused', state, topic} or {'missing'}.

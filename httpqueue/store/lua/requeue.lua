@@ -2,7 +2,8 @@
 -- replay). A failed task gets one more attempt (it keeps its retry count, so a
 -- new failure fails it again) and leaves the dead letters; a scheduled,
 -- retrying or held one is moved to the front of the timer. The state change and
--- the timer entry are made together, so the promoter sees both.
+-- the timer entry are made together, so the promoter sees both. A far task's hour list
+-- entry stays behind, stale: its due time is no longer in that hour (common.lua: waits_in_hour).
 -- KEYS: the task's keys in TaskKeys order (task_keys.lua names them)
 -- ARGV: id, now, event, histmax
 -- Returns {'requeued', previous_state, topic} or {'refused', state} or {'missing'}.
