@@ -18,6 +18,7 @@ from httpqueue.context import Context
 from httpqueue.embedded import EmbeddedRedis, free_port
 from httpqueue.states import Outcome
 from httpqueue.store import Dispatch, NewTask
+from httpqueue.store.keys import TIMER_HOUR_MS
 from httpqueue.worker.promoter import Promoter
 from tests.support.api import NOWHERE, SEED, submit
 from tests.support.receiver import Receiver
@@ -157,5 +158,11 @@ def test_deleted_and_finished_tasks_leave_nothing_after_retention(make_context: 
     assert sum(store.purge(s, now + 59_000) for s in range(2)) == 0
     assert sum(store.purge(s, now + 61_000) for s in range(2)) == 2
     stats = {store.keys.stats(shard) for shard in range(store.keys.shards)}
+    shard = store.keys.shard_of(parked)
+    hour = store.keys.hour_list(shard, (now + DAY * 1000) // TIMER_HOUR_MS)
+    # the deleted far task's id stays in its hour list (no delete searches a list) until that hour is moved
+    assert [k for k in prefix_keys(store.redis, store.keys) if k not in stats] == sorted(
+        [store.keys.hours(shard), hour])
+    assert store.promote(shard, now + DAY * 1000) == []
     assert [k for k in prefix_keys(store.redis, store.keys) if k not in stats] == []
     assert store.counts() == {}
