@@ -65,7 +65,8 @@ local t = redis.call('TIME')
 return redis.call('ZCOUNT', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), '+inf')
 """
 
-# KEYS: timer, inflight, hours of one shard (one hash tag); ARGV: now, limit, task_prefix, hour_list_prefix.
+# KEYS: timer, inflight of one shard (one hash tag); ARGV: now, limit, task_prefix, hours, hour_list_prefix
+# (the hours set is not among KEYS, as in promote.lua: a shard without far tasks has none).
 # Returns {oldest overdue due time or -1, overdue count}. A queued in-flight entry is overdue when its
 # due time passed (its lease may not have run out yet: that is when a promoter would re-issue it); so is a
 # task still in the list of an hour that has started (no promoter moved it to the timer in time).
@@ -88,13 +89,13 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, limit - 1)) do
   if f[1] == 'queued' and due and due <= now then late(due) end
 end
 local budget = limit
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', hour_of(now), 'LIMIT', 0, limit)) do
+for _, member in ipairs(try_read('ZRANGEBYSCORE', ARGV[4], '-inf', hour_of(now), 'LIMIT', 0, limit) or {}) do
   if budget <= 0 then break end
   local hour = tonumber(member)
-  local ids = redis.call('LRANGE', hour_list(ARGV[4], hour), 0, budget - 1)
+  local ids = try_read('LRANGE', hour_list(ARGV[5], hour), 0, budget - 1) or {}
   budget = budget - #ids
   for _, id in ipairs(ids) do
-    local f = redis.call('HMGET', ARGV[3] .. id, 'st', 'gen', 'due')
+    local f = try_read('HMGET', ARGV[3] .. id, 'st', 'gen', 'due') or {}
     if waits_in_hour(f[1], f[2], f[3], hour) and tonumber(f[3]) <= now then late(tonumber(f[3])) end
   end
 end
@@ -196,8 +197,8 @@ def overdue(client: StoreClient, keys: Keys, now_ms: int, scan: int = INFLIGHT_S
     script = client.register_script(prelude() + _OVERDUE)
     calls = ScriptCalls(client)
     for shard in range(keys.shards):
-        calls.add(script, [keys.timer(shard), keys.inflight(shard), keys.hours(shard)],
-                  [now_ms, scan, keys.task_prefix(shard), keys.hour_list_prefix(shard)])
+        calls.add(script, [keys.timer(shard), keys.inflight(shard)],
+                  [now_ms, scan, keys.task_prefix(shard), keys.hours(shard), keys.hour_list_prefix(shard)])
     count, oldest = 0, None
     for first, n in calls.execute():
         count += int(n)

@@ -363,10 +363,10 @@ class TaskStore:
     def promote(self, shard: int, now_ms: int) -> list[Dispatch]:
         """Hand out the tasks of ``shard`` due within the horizon, first moving near hour lists into the timer."""
         reply = self._scripts["promote"](
-            keys=[self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard), self.keys.hours(shard)],
+            keys=[self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard)],
             args=[now_ms, self.horizon_ms, self.lease_ms, self.batch, self.keys.task_prefix(shard),
-                  self.keys.history_prefix(shard), HISTORY_MAX, self.reach_ms, self.keys.hour_list_prefix(shard),
-                  HOUR_MOVE_LIMIT])
+                  self.keys.history_prefix(shard), HISTORY_MAX, self.reach_ms, self.keys.hours(shard),
+                  self.keys.hour_list_prefix(shard), HOUR_MOVE_LIMIT])
         return _dispatches(reply)
 
     @translate_errors

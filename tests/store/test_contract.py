@@ -268,7 +268,7 @@ def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[s
     exercise(context)
     k = context.keys
     expected = {
-        "promote": lambda s: [[k.timer(s), k.inflight(s), k.stats(s), k.hours(s)]],
+        "promote": lambda s: [[k.timer(s), k.inflight(s), k.stats(s)]],
         "reclaim": lambda s: [[k.inflight(s), k.stats(s), k.dead(s)]],
         "purge": lambda s: [[k.done(s), k.stats(s)], [k.dead(s), k.stats(s)]],
         "unhold": lambda s: [[k.held(s), k.timer(s)]],
@@ -280,8 +280,8 @@ def test_shard_scripts_get_the_keys_of_one_shard(recorded: tuple[Context, dict[s
         for keys, args in recorders[name].calls:
             [shard] = [s for s in range(k.shards) if keys in keys_of(s)]
             assert args[prefix_at[name]] == k.task_prefix(shard), name  # the tasks of that same shard
-            if name == "promote":
-                assert args[8] == k.hour_list_prefix(shard)  # and the hour lists of that same shard
+            if name == "promote":  # and the hour lists of that same shard
+                assert args[8:10] == [k.hours(shard), k.hour_list_prefix(shard)]
     topic_keys = k.for_topic("t")
     assert {tuple(keys) for keys, _ in recorders["admit"].calls} == {
         (topic_keys.config, topic_keys.running, topic_keys.rate, topic_keys.breaker)}

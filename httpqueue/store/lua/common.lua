@@ -101,3 +101,13 @@ end
 local function waits_in_hour(st, gen, due, hour)
   return st == 'scheduled' and not gen and due and hour_of(tonumber(due)) == hour or false
 end
+
+-- A read through pcall: its reply, or nil when it failed. In a Redis Cluster slot half moved, a key
+-- reached by name (an hours set, an hour list, a task hash) that is no longer on this node fails the
+-- read; a script that can do without it this time (promote's move of the hour lists, the overdue
+-- check) then skips it instead of stopping.
+local function try_read(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then return nil end
+  return reply
+end
