@@ -170,6 +170,11 @@ class Page:
     cursor: str | None
 
 
+CURSOR_OFFSET_MAX = 2**53
+"""Largest offset a cursor may carry: the listing script reads it as a Lua number (a double), exact up to here,
+and an hour list's positions (hour * 10^8 + index) stay far below it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Cursor:
     """Position of a listing: which source set, which shard, which offset."""
@@ -184,7 +189,7 @@ class Cursor:
             source, shard, offset = (int(p) for p in text.split("."))
         except ValueError:
             raise ValueError(f"invalid cursor {text!r}") from None
-        if min(source, shard, offset) < 0:
+        if min(source, shard, offset) < 0 or offset > CURSOR_OFFSET_MAX:
             raise ValueError(f"invalid cursor {text!r}")
         return cls(source, shard, offset)
 

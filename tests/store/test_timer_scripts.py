@@ -256,10 +256,21 @@ def test_listing_budget_bounds_one_page_and_the_cursor_resumes(make_context: t.C
     assert seen == [wanted]
 
 
-@pytest.mark.parametrize("cursor", ["x", "1.2", "1.2.-3", "a.b.c"])
+@pytest.mark.parametrize("cursor", ["x", "1.2", "1.2.-3", "a.b.c", "0.3.934097055349855507101371750"])
 def test_listing_refuses_a_malformed_cursor(fresh_store: TaskStore, cursor: str) -> None:
     with pytest.raises(ValueError, match="invalid cursor"):
         fresh_store.list_tasks(cursor=cursor)
+
+
+@pytest.mark.parametrize("offset", [10**14, 2**53])
+def test_a_cursor_far_past_the_end_of_its_set_lists_nothing_there(store: TaskStore, offset: int) -> None:
+    parked(store, NOW)  # in the one shard's timer
+    far(store)  # in its hour lists, listed after the timer
+    settled(store, NOW, Outcome.FAILED)
+    assert [t.state for t in store.list_tasks(state=State.SCHEDULED, cursor=f"0.0.{offset}").tasks] == [
+        State.SCHEDULED]  # the far one: the hour lists start from their first entry
+    assert store.list_tasks(state=State.SCHEDULED, cursor=f"1.0.{offset}").tasks == []
+    assert store.list_tasks(state=State.FAILED, cursor=f"0.0.{offset}").tasks == []  # listed newest first
 
 
 # -- hour lists (far-future tasks) -----------------------------------------------------------------------

@@ -20,10 +20,12 @@ local HOUR_STRIDE = 100000000
 local function stretch()
   local ids, positions, in_hour = {}, {}, {}
   if hours == '' then
+    -- as integers: Lua would write an offset of 15 digits or more as 1e+14 (Cursor.parse allows up to 2^53)
+    local first, last = string.format('%d', offset), string.format('%d', offset + scan - 1)
     if ARGV[6] == '1' then
-      ids = redis.call('ZREVRANGE', KEYS[1], offset, offset + scan - 1)
+      ids = redis.call('ZREVRANGE', KEYS[1], first, last)
     else
-      ids = redis.call('ZRANGE', KEYS[1], offset, offset + scan - 1)
+      ids = redis.call('ZRANGE', KEYS[1], first, last)
     end
     for i = 1, #ids do positions[i] = offset + i - 1 end
     return ids, positions, in_hour, #ids < scan
