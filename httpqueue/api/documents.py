@@ -13,6 +13,10 @@ NEXT_CURSOR = (
     "stored tasks) without finding enough matches: keep following the cursor.")
 """What ``next_cursor`` promises (listing and dead letters alike)."""
 
+CURSOR_PATTERN = r"^\d{1,3}\.\d{1,6}\.\d{1,15}$"
+"""A ``cursor`` argument as pages hand them out (``source.shard.offset``, listing and dead letters alike): longer
+numbers are refused as a 400 before they reach the store, whose ``Cursor.parse`` would refuse them as well."""
+
 
 def task_document(record: TaskRecord) -> dict[str, t.Any]:
     """The original Go httpqueue's query fields exactly (times in whole Unix seconds), then httpqueue's own.

@@ -11,7 +11,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from httpqueue import events
 from httpqueue.api.base import ApiBlueprint, ctx, service
-from httpqueue.api.documents import NEXT_CURSOR, counts_by_topic, empty_counts, task_document
+from httpqueue.api.documents import CURSOR_PATTERN, NEXT_CURSOR, counts_by_topic, empty_counts, task_document
 from httpqueue.api.schemas import ApiErrorSchema, Pattern, TaskSchema
 from httpqueue.clock import now_ms
 from httpqueue.context import Context
@@ -91,7 +91,7 @@ class PageArgs(Schema):
     class Meta:
         unknown = RAISE
 
-    cursor = fields.String(validate=Pattern(r"^\d+\.\d+\.\d+$", error="not a cursor from a previous page"))
+    cursor = fields.String(validate=Pattern(CURSOR_PATTERN, error="not a cursor from a previous page"))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 

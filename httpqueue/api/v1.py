@@ -12,7 +12,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from httpqueue.api.base import ApiBlueprint, answer, ctx, idempotency_key, load_body, service
 from httpqueue.api.compat import CREATE  # one instance: the OpenAPI document names it once
-from httpqueue.api.documents import NEXT_CURSOR, changed_document, stats_document, task_document
+from httpqueue.api.documents import CURSOR_PATTERN, NEXT_CURSOR, changed_document, stats_document, task_document
 from httpqueue.api.ops import warn_without_worker
 from httpqueue.api.schemas import IDEMPOTENCY_HEADER, ApiErrorSchema, BatchSchema, Pattern, TaskSchema
 from httpqueue.exceptions import InvalidInput
@@ -28,7 +28,7 @@ class ListArgs(Schema):
 
     state = fields.String(validate=validate.OneOf([s.value for s in State]))
     topic = fields.String(validate=validate.Length(1, 200))
-    cursor = fields.String(validate=Pattern(r"^\d{1,3}\.\d{1,6}\.\d{1,15}$", error="not a cursor from a previous page"))
+    cursor = fields.String(validate=Pattern(CURSOR_PATTERN, error="not a cursor from a previous page"))
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
 
