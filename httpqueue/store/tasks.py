@@ -29,7 +29,7 @@ from httpqueue.connections import StoreClient
 from httpqueue.exceptions import TaskConflict, TaskNotFound
 from httpqueue.states import IN_FLIGHT_STATES, PARKED_OUTCOMES, WAITING_STATES, Outcome, State
 from httpqueue.store import scripts
-from httpqueue.store.keys import TIMER_HOUR_MS, Keys
+from httpqueue.store.keys import Keys
 from httpqueue.store.records import (
     Changed, Created, Cursor, Dispatch, NewTask, Page, Settlement, TaskRecord, new_id,
 )
@@ -419,22 +419,6 @@ class TaskStore:
             keys=[zset, self.keys.stats(shard)],
             args=[now_ms, self.batch, self.keys.task_prefix(shard), self.keys.history_prefix(shard)]))
             for zset in (self.keys.done(shard), self.keys.dead(shard)))
-
-    @translate_errors
-    def next_due_ms(self, shard: int) -> int | None:
-        """Due time of the earliest parked task of ``shard`` (for promoter lag), or a lower bound of it.
-
-        The timer's first entry, or the start of the first hour list when that
-        is earlier: an hour list is not sorted, and its earliest task is due at
-        or after the hour's start (the list may hold only stale entries).
-        """
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(self.keys.timer(shard), 0, 0, withscores=True)
-        pipe.zrange(self.keys.hours(shard), 0, 0, withscores=True)
-        timer, hours = pipe.execute()
-        starts = [int(timer[0][1])] if timer else []
-        starts += [int(hours[0][1]) * TIMER_HOUR_MS] if hours else []
-        return min(starts) if starts else None
 
     @translate_errors
     def claim(self, task_id: str, gen: int, now_ms: int, lease_ms: int) -> TaskRecord | None:

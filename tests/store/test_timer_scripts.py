@@ -369,14 +369,6 @@ def test_a_big_hour_is_moved_in_bounded_passes_in_creation_order(store: TaskStor
     assert sorted(view.members("timer", 0)) == sorted(ids) and store.redis.zcard(store.keys.hours(0)) == 0
 
 
-def test_next_due_is_the_earlier_of_the_timer_and_the_first_hour(store: TaskStore) -> None:
-    assert store.next_due_ms(0) is None
-    far(store, offset_ms=700)
-    assert store.next_due_ms(0) == FAR_HOUR * HOUR_MS  # a lower bound: the hour's start
-    parked(store, NOW)
-    assert store.next_due_ms(0) == NOW + HOUR_MS
-
-
 def test_listing_walks_the_hour_lists_after_the_timer_with_working_cursors(sharded: TaskStore) -> None:
     near = [parked(sharded, NOW, delay_ms=HOUR_MS + i) for i in range(5)]
     later = [far(sharded, FAR_HOUR + 1) for _ in range(6)]
