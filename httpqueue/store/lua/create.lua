@@ -16,8 +16,11 @@ local now, direct, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3
 local near = last_near_hour(now, tonumber(ARGV[4]))
 -- Read each hour list the batch may write before any write: in a Redis Cluster slot half moved, a
 -- list not on this node stops the script here rather than half-way (see read_tasks in common.lua).
+-- The first task's list needs no read: its RPUSH comes before its other writes, so it is the
+-- call's first write (a single create, the common call, reads nothing extra).
 local probed = {}
-for i = 6, #ARGV, 9 do
+if ARGV[7] then probed[hour_of(tonumber(ARGV[7]))] = true end
+for i = 15, #ARGV, 9 do
   local hour = hour_of(tonumber(ARGV[i + 1]))
   if hour > near and not probed[hour] then
     probed[hour] = true
@@ -47,20 +50,28 @@ for i = 6, #ARGV, 9 do
       redis.call('HSET', key, unpack(f))
       redis.call('ZADD', KEYS[2], due + lease, id)
       move(KEYS[3], topic, nil, 'queued')
-      emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
+      if exporting(KEYS[3]) then  -- the host only when it is written
+        emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
+      end
       out[#out + 1] = 1
       out[#out + 1] = 1
     else
-      redis.call('HSET', key, unpack(f))
       local hour = hour_of(due)
       if hour > near then
-        redis.call('RPUSH', hour_list(ARGV[5], hour), id)
-        redis.call('ZADD', KEYS[4], hour, string.format('%d', hour))
+        -- the list first (see the reads above); the hours set names an hour from its list's first
+        -- entry until promote.lua empties the list and removes the hour, both in one script run
+        if redis.call('RPUSH', hour_list(ARGV[5], hour), id) == 1 then
+          redis.call('ZADD', KEYS[4], hour, string.format('%d', hour))
+        end
+        redis.call('HSET', key, unpack(f))
       else
+        redis.call('HSET', key, unpack(f))
         redis.call('ZADD', KEYS[1], due, id)
       end
       move(KEYS[3], topic, nil, 'scheduled')
-      emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
+      if exporting(KEYS[3]) then
+        emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
+      end
       out[#out + 1] = 0
       out[#out + 1] = 0
     end
