@@ -8,6 +8,8 @@ change one task.
 from __future__ import annotations
 
 import functools
+import os
+import threading
 import time
 import typing as t
 from importlib import resources
@@ -114,29 +116,88 @@ def _get_connection(pool: t.Any) -> t.Any:
     return getattr(method, "__wrapped__", method)(pool)
 
 
+_forks = 0
+"""Bumped in a forked child: a connection held before the fork belongs to the parent (:class:`_Held`)."""
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Held:
+    """A connection a thread keeps out of its pool between its :func:`call_directly` calls.
+
+    Taking a connection from redis-py's pool and giving it back costs about as
+    much as sending the command: the fork check, the pool lock, a ``connect()``
+    through the retry wrapper, a ``poll`` to see that nothing is left unread,
+    and four observability counters (docs/benchmarks.rst). A thread that
+    calls scripts one after another (an API server's request thread, a
+    worker's) takes one connection once and keeps it. It goes back to the
+    pool when the thread ends (its thread-local value is dropped), when the
+    thread turns to another pool, or is forgotten in a forked child (the
+    pool itself starts afresh there). A held connection stays the pool's:
+    ``pool.disconnect()`` closes it too, and its next use reconnects.
+    """
+
+    __slots__ = ("pool", "connection", "forks")
+
+    def __init__(self, pool: t.Any) -> None:
+        self.pool = pool
+        self.connection = _get_connection(pool)
+        self.forks = _forks
+
+    def __del__(self) -> None:
+        if self.forks == _forks:
+            try:
+                self.pool.release(self.connection)
+            except Exception:  # a pool being torn down: nothing left to give back
+                pass
+
+
+_thread = threading.local()
+
+
+def _held_connection(pool: t.Any) -> t.Any:
+    """This thread's connection of ``pool``, taken from the pool on the thread's first call."""
+    held: _Held | None = getattr(_thread, "held", None)
+    if held is None or held.pool is not pool or held.forks != _forks:
+        _thread.held = None  # the previous one back to its pool first (_Held.__del__)
+        held = _thread.held = _Held(pool)
+    return held.connection
+
+
 def call_directly(client: redis.Redis, script: t.Any, keys: list[t.Any], args: list[t.Any]) -> t.Any:
-    """One ``EVALSHA`` on a pooled connection of ``client``, past redis-py's per-command layers.
+    """One ``EVALSHA`` on this thread's connection of ``client``, past redis-py's per-command layers.
 
     A single create, claim or settle is one script call; through redis-py's
     ``Script.__call__`` it passes argument deprecation checks, the retry
-    wrapper and the operation-duration recorder, which together cost about a
-    third of the call's CPU (docs/benchmarks.rst). The common case (connected,
-    script loaded) goes out here as the command and its reply; anything else
-    (a lost connection, a timeout, ``NOSCRIPT``) is handed to ``Script.__call__``,
-    which reconnects, retries by the client's policy and loads the script.
-    That is the path every call took before, with the same retry policy.
+    wrapper, the operation-duration recorder and a pool checkout, which
+    together cost about a third of the call's CPU (docs/benchmarks.rst). The
+    common case (connected, script loaded) goes out here as the command and
+    its reply, on the connection the thread holds (:class:`_Held`); anything
+    else (a lost connection, a timeout, ``NOSCRIPT``) is handed to
+    ``Script.__call__``, which reconnects, retries by the client's policy and
+    loads the script. That is the path every call took before, with the same
+    retry policy.
     """
-    pool = client.connection_pool
-    connection = _get_connection(pool)
+    connection = _held_connection(client.connection_pool)
     try:
         connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return connection.read_response()
     except NoScriptError:
         pass
-    except (redis.ConnectionError, redis.TimeoutError):
-        connection.disconnect()  # a reply may still be on its way: the connection cannot be reused
-    finally:
-        pool.release(connection)
+    except redis.ResponseError:  # a whole reply was read: the connection is ready for the next command
+        raise
+    except BaseException as exc:
+        # a reply may still be on its way (a timeout, an interrupt): the connection cannot be reused as it
+        # is; disconnected, its next command reconnects
+        connection.disconnect()
+        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            raise
     return script(keys=keys, args=args)
 
 
