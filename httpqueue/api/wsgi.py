@@ -18,6 +18,8 @@ a dead worker              replaced; its live metrics dropped     replaced; ``ch
                            (``_GranianServer``)                   live metrics
 a dead master (SIGKILL)    workers stop within a second           workers stop (they watch their
                            (:func:`_exit_with_parent`)            parent)
+the app's start-up heap    frozen once the app is built           the same
+                           (:func:`freeze_heap`)
 =========================  =====================================  =====================================
 
 Both build the app in each worker process from the settings the command
@@ -82,6 +84,7 @@ def application() -> t.Any:
     logs.configure(ctx.settings.log_format)  # granian set up logging in the worker: ours again
     app = create_app()
     nodes.serve_api(app, ctx.store.redis, ctx.keys, name=ctx.settings.address, registry=ctx.registry)
+    freeze_heap()  # also under a server of one's own choosing (load() does it for any app it serves)
     return app
 
 
@@ -90,11 +93,31 @@ APP = "httpqueue.api.wsgi:application"
 
 
 def load(target: str) -> t.Any:
-    """Call the factory ``module:function`` (in a worker: the app is built after the fork)."""
+    """Call the factory ``module:function`` (in a worker: the app is built after the fork), then :func:`freeze_heap`."""
     import importlib
 
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)()
+    app = getattr(importlib.import_module(module), name)()
+    freeze_heap()
+    return app
+
+
+def freeze_heap() -> None:
+    """Keep what the worker's start made (modules, schemas, the app: ~80,000 objects) out of the collector's scans.
+
+    A request leaves a few objects that outlive the young generations (log
+    records waiting for the log thread, say); they add up until Python runs a
+    full collection, which walks every object of the process: 20-30 ms for
+    the app's heap, about 9 us a request when spread over the requests in
+    between (a tenth of a create's CPU beyond the floor's). ``gc.freeze()``
+    moves the start-up's objects to a generation no collection visits, as
+    the Python documentation advises for servers that fork workers; what a
+    request makes is collected as before.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def serve(settings: Settings, target: str = APP, *, workers: int = 0, blocking_threads: int = 0) -> None:
