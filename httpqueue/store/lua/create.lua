@@ -37,44 +37,35 @@ for i = 6, #ARGV, 9 do
     out[#out + 1] = redis.call('HGET', key, 'fp') or ''
   else
     local queued = due <= now + direct
-    local f = {'tp', topic, 'cb', ARGV[i + 3], 'ct', ARGV[i + 4], 'due', ARGV[i + 1], 'cr', ARGV[1],
-               'st', queued and 'queued' or 'scheduled'}
+    local state = queued and 'queued' or 'scheduled'
+    local f = {'tp', topic, 'cb', ARGV[i + 3], 'ct', ARGV[i + 4], 'due', ARGV[i + 1], 'cr', ARGV[1], 'st', state}
     -- 'ex' (first due time) is written only when 'due' first moves, and 'mr' only when not 0:
     -- at a million parked tasks every field counts
     if ARGV[i + 5] ~= '0' then f[#f + 1] = 'mr'; f[#f + 1] = ARGV[i + 5] end
     if ARGV[i + 6] ~= '' then f[#f + 1] = 'opt'; f[#f + 1] = ARGV[i + 6] end
     if ARGV[i + 7] ~= '' then f[#f + 1] = 'to'; f[#f + 1] = ARGV[i + 7] end
     if ARGV[i + 8] ~= '' then f[#f + 1] = 'fp'; f[#f + 1] = ARGV[i + 8] end
-    if queued then
-      f[#f + 1] = 'gen'; f[#f + 1] = 1
-      redis.call('HSET', key, unpack(f))
-      redis.call('ZADD', KEYS[2], due + lease, id)
-      move(KEYS[3], topic, nil, 'queued')
-      if exporting(KEYS[3]) then  -- the host only when it is written
-        emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
-      end
-      out[#out + 1] = 1
-      out[#out + 1] = 1
-    else
-      local hour = hour_of(due)
-      if hour > near then
-        -- the list first (see the reads above); the hours set names an hour from its list's first
-        -- entry until promote.lua empties the list and removes the hour, both in one script run
-        if redis.call('RPUSH', hour_list(ARGV[5], hour), id) == 1 then
-          redis.call('ZADD', KEYS[4], hour, string.format('%d', hour))
-        end
-        redis.call('HSET', key, unpack(f))
-      else
-        redis.call('HSET', key, unpack(f))
-        redis.call('ZADD', KEYS[1], due, id)
-      end
-      move(KEYS[3], topic, nil, 'scheduled')
-      if exporting(KEYS[3]) then
-        emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
-      end
-      out[#out + 1] = 0
-      out[#out + 1] = 0
+    if queued then f[#f + 1] = 'gen'; f[#f + 1] = 1 end
+    local hour = hour_of(due)
+    local far = not queued and hour > near
+    -- a far task's list first (see the reads above); the hours set names an hour from its list's
+    -- first entry until promote.lua empties the list and removes the hour, both in one script run
+    if far and redis.call('RPUSH', hour_list(ARGV[5], hour), id) == 1 then
+      redis.call('ZADD', KEYS[4], hour, string.format('%d', hour))
     end
+    redis.call('HSET', key, unpack(f))
+    if queued then
+      redis.call('ZADD', KEYS[2], due + lease, id)
+    elseif not far then
+      redis.call('ZADD', KEYS[1], due, id)
+    end
+    move(KEYS[3], topic, nil, state)
+    if exporting(KEYS[3]) then  -- the host only when it is written
+      emit_event(KEYS[3], 'created', id, topic, now, 'next', due, 'h', url_host(ARGV[i + 3]))
+    end
+    local code = queued and 1 or 0  -- 1, gen 1: the caller publishes; 0, 0: parked
+    out[#out + 1] = code
+    out[#out + 1] = code
   end
 end
 return out
