@@ -18,7 +18,7 @@ from httpqueue.exceptions import TaskConflict, TaskNotFound
 from httpqueue.states import Outcome, State
 from httpqueue.store import Changed, Created, Dispatch, NewTask, Settlement, TaskStore
 from httpqueue.store.scripts import ScriptCalls
-from tests.support.store import HOUR_MS, NOWHERE, View, delivering, parked, queued, settled
+from tests.support.store import HOUR_MS, HOURS, NOWHERE, View, delivering, parked, queued, settled
 
 NOW = 1_750_000_000_000
 """The store's clock in these tests: times are arguments, so a fixed instant keeps every number exact."""
@@ -119,6 +119,43 @@ def test_create_many_returns_conflicts_in_place(fresh_store: TaskStore, view: Vi
     assert isinstance(results[1], TaskConflict)
     assert isinstance(results[2], Created) and results[2].dispatch is not None
     assert view.stats() == {("scheduled", "t"): 2, ("queued", "u"): 1}
+
+
+def test_a_mixed_batch_is_stored_as_the_same_tasks_created_one_by_one(fresh_store: TaskStore,
+                                                                      view: View) -> None:
+    """create.lua groups a call's shared writes (one RPUSH per hour list, one ZADD per set, one HINCRBY per
+    state and topic): every task still ends up where, and counted as, a create of its own would put it."""
+    far = NOW + 3 * 24 * HOUR_MS  # beyond the timer's reach: hour lists
+    shard = 0
+    ids = [f"mix{n}" for n in range(400)]
+    ids = [task_id for task_id in ids if fresh_store.keys.shard_of(task_id) == shard][:24]
+    assert len(ids) == 24
+    plan = [(NOW, "a"), (NOW + HOUR_MS, "a"), (far, "b"), (far + 2 * HOUR_MS, "b"), (far + 10, "a"), (NOW, "b")] * 4
+    tasks = [NewTask(topic, NOWHERE, n, due, 0, task_id=task_id) for n, (task_id, (due, topic)) in
+             enumerate(zip(ids, plan))]
+    # the last item repeats an id of the same call with other content: a conflict, nothing overwritten
+    results = fresh_store.create_many(tasks + [dataclasses.replace(tasks[1], content="other")], NOW)
+    assert all(isinstance(r, Created) for r in results[:-1]) and isinstance(results[-1], TaskConflict)
+    hour_lists: dict[int, list[str]] = {}
+    for task, result in zip(tasks, results):
+        assert isinstance(result, Created) and result.task_id == task.task_id
+        stored = view.raw(task.task_id)
+        assert stored["due"] == str(task.due_ms) and stored["tp"] == task.topic
+        if task.due_ms == NOW:
+            assert result.dispatch == Dispatch(task.task_id, 1, NOW, 0, task.topic)
+            assert stored["st"] == "queued" and view.score("inflight", task.task_id) == NOW + fresh_store.lease_ms
+        elif task.due_ms == NOW + HOUR_MS:
+            assert result.dispatch is None and view.where(task.task_id) == {"timer"}
+            assert view.score("timer", task.task_id) == task.due_ms
+        else:
+            assert result.dispatch is None and view.where(task.task_id) == {HOURS}
+            hour_lists.setdefault(task.due_ms // HOUR_MS, []).append(str(task.task_id))
+    client = fresh_store.redis
+    for hour, in_order in hour_lists.items():  # each hour's list in the batch's order
+        assert client.lrange(fresh_store.keys.hour_list(shard, hour), 0, -1) == in_order
+    assert sorted(int(h) for h in client.zrange(fresh_store.keys.hours(shard), 0, -1)) == sorted(hour_lists)
+    assert view.stats() == {("queued", "a"): 4, ("queued", "b"): 4, ("scheduled", "a"): 8,
+                            ("scheduled", "b"): 8}
 
 
 # -- claim -----------------------------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 -- Prepended to every script by store.py, so these helpers exist in one place.
 
+-- The field of the per-shard stats hash that counts the tasks of `topic` in `state`.
+local function count_field(state, topic)
+  return state .. '|' .. topic
+end
+
 -- Keep the per-shard "state|topic" counts true when a task changes state.
 local function move(stats, topic, from, to)
-  if from then redis.call('HINCRBY', stats, from .. '|' .. topic, -1) end
-  if to then redis.call('HINCRBY', stats, to .. '|' .. topic, 1) end
+  if from then redis.call('HINCRBY', stats, count_field(from, topic), -1) end
+  if to then redis.call('HINCRBY', stats, count_field(to, topic), 1) end
 end
 
 -- Append one lifecycle event (a JSON string) to a task's capped history list.
