@@ -16,6 +16,12 @@ from importlib import resources
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+
+_hiredis_pack: t.Callable[[tuple[t.Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # redis-py then packs with its own Python serializer
+    _hiredis_pack = None
 from redis.exceptions import (
     AskError, ClusterDownError, ClusterError, MovedError, NoScriptError, RedisClusterException, TryAgainError,
 )
@@ -186,7 +192,7 @@ def call_directly(client: redis.Redis, script: t.Any, keys: list[t.Any], args: l
     """
     connection = _held_connection(client.connection_pool)
     try:
-        connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        connection.send_packed_command([_packed(connection, [("EVALSHA", script.sha, len(keys), *keys, *args)])])
         return connection.read_response()
     except NoScriptError:
         pass
@@ -199,6 +205,42 @@ def call_directly(client: redis.Redis, script: t.Any, keys: list[t.Any], args: l
         if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             raise
     return script(keys=keys, args=args)
+
+
+def _packed(connection: t.Any, commands: list[tuple[t.Any, ...]]) -> bytes:
+    """``commands`` in the Redis protocol, as redis-py sends them, in one piece.
+
+    redis-py packs with hiredis's ``pack_command`` too, but first walks every
+    argument through a generator that converts buffers: for a batch's script
+    calls (some 10,000 arguments) that walk was an eighth of the request's
+    CPU (docs/benchmarks.rst). Our arguments are strings, bytes and numbers.
+    """
+    if _hiredis_pack is not None:
+        return b"".join([_hiredis_pack(command) for command in commands])
+    return b"".join([chunk for command in commands for chunk in connection.pack_command(*command)])
+
+
+def _pipeline_directly(client: redis.Redis, commands: list[tuple[t.Any, ...]]) -> list[t.Any] | None:
+    """The replies to ``commands`` sent in one round trip on this thread's connection (:class:`_Held`),
+    error replies as exceptions in place; None after a connection error or timeout, for redis-py's pipeline
+    to reconnect and send them again by the client's retry policy (which is what it did before)."""
+    connection = _held_connection(client.connection_pool)
+    try:
+        connection.send_packed_command([_packed(connection, commands)])
+        replies: list[t.Any] = []
+        for _ in commands:
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as exc:  # a whole error reply was read: the next reply follows
+                replies.append(exc)
+        return replies
+    except BaseException as exc:
+        # a reply may still be on its way (a timeout, an interrupt): the connection cannot be reused as it
+        # is; disconnected, its next command reconnects
+        connection.disconnect()
+        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            raise
+        return None
 
 
 class ScriptCalls:
@@ -305,19 +347,26 @@ class ScriptCalls:
         A node that refuses the connection (a dead master) is the cluster's
         to replace: its calls are answered ``CLUSTERDOWN`` and sent again.
         """
-        pipe = client.pipeline(transaction=False)
+        commands: list[tuple[t.Any, ...]] = []
         for script, keys, args in calls:
             if asking:
-                pipe.execute_command("ASKING")
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+                commands.append(("ASKING",))
+            commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
         if self.wait_replicas:
-            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except redis.ConnectionError as exc:
-            if not isinstance(self.client, RedisCluster) or not _refused(exc):
-                raise
-            return [ClusterDownError(f"CLUSTERDOWN {exc}")] * len(calls)
+            commands.append(("WAIT", self.wait_replicas, self.wait_timeout_ms))
+        # standalone: on this thread's connection, past redis-py's pipeline (a cluster's node clients change
+        # from call to call, and hold no connection per thread)
+        results = _pipeline_directly(client, commands) if client is self.client else None
+        if results is None:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            try:
+                results = pipe.execute(raise_on_error=False)
+            except redis.ConnectionError as exc:
+                if not isinstance(self.client, RedisCluster) or not _refused(exc):
+                    raise
+                return [ClusterDownError(f"CLUSTERDOWN {exc}")] * len(calls)
         if asking:
             results = [r for n, r in enumerate(results) if n % 2 or n >= 2 * len(calls)]
         if self.wait_replicas:

@@ -1,4 +1,5 @@
-"""A thread's single script calls go out on one connection it keeps (store/scripts.py: ``_Held``).
+"""A thread's script calls go out on one connection it keeps (store/scripts.py: ``_Held``): single calls
+(``call_directly``) and several in one round trip (``ScriptCalls``, a batch's calls per shard).
 
 Counted from Redis's side (``CLIENT LIST`` by client name) on a real
 ``redis-server``: what matters is how many connections a process opens and
@@ -15,7 +16,7 @@ import pytest
 import redis
 
 from httpqueue.embedded import EmbeddedRedis
-from httpqueue.store.scripts import call_directly
+from httpqueue.store.scripts import ScriptCalls, call_directly
 from tests.support.processes import wait_until
 
 SCRIPT = "return redis.call('INCR', KEYS[1])"
@@ -157,3 +158,51 @@ def test_a_forked_child_does_not_use_the_parents_connection(redis_server: Embedd
     assert results.get(timeout=10) == 2
     assert call_directly(client, script, [key], []) == 3  # the parent's connection still in step
     wait_until(lambda: connections(redis_server, name) == 1, 10, "the child's connection to close with it")
+
+
+def several(client: redis.Redis, *calls: tuple[t.Any, list[t.Any]]) -> list[t.Any]:
+    """``calls`` (script, keys) in one round trip, as a batch create sends its shards' calls."""
+    batch = ScriptCalls(client)
+    for script, keys in calls:
+        batch.add(script, keys, [])
+    return batch.execute()
+
+
+def test_several_calls_go_out_on_the_thread_s_connection(redis_server: EmbeddedRedis,
+                                                         named: tuple[redis.Redis, t.Any, str]) -> None:
+    client, script, name = named
+    keys = [f"{name}:a", f"{name}:b", f"{name}:a"]
+    assert several(client, *[(script, [k]) for k in keys]) == [1, 1, 2]
+    assert call_directly(client, script, [keys[0]], []) == 3
+    assert several(client, *[(script, [k]) for k in keys]) == [4, 2, 5]
+    assert connections(redis_server, name) == 1
+
+
+def test_an_error_reply_among_several_calls_stops_none_of_the_others(
+        redis_server: EmbeddedRedis, named: tuple[redis.Redis, t.Any, str]) -> None:
+    client, script, name = named
+    failing = client.register_script(FAILING)
+    key = f"{name}:n"
+    with pytest.raises(redis.ResponseError, match="refused here"):
+        several(client, (script, [key]), (failing, [key]), (script, [key]))
+    assert int(client.get(key) or 0) == 2  # the calls around the failing one ran
+    assert several(client, (script, [key])) == [3]  # every reply was read: the connection is in step
+    assert several(client, (script, [key]), (script, [key])) == [4, 5]
+    assert connections(redis_server, name) == 2  # the thread's, and the one client.get took
+
+
+def test_several_calls_after_a_killed_connection_or_a_flushed_script_still_run(
+        redis_server: EmbeddedRedis, named: tuple[redis.Redis, t.Any, str]) -> None:
+    client, script, name = named
+    key = f"{name}:n"
+    assert several(client, (script, [key]), (script, [key])) == [1, 2]
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        [held] = [c["id"] for c in admin.client_list() if c.get("name") == name]
+        admin.execute_command("CLIENT", "KILL", "ID", held)
+    finally:
+        admin.close()
+    assert several(client, (script, [key]), (script, [key])) == [3, 4]  # sent again on a new connection
+    client.script_flush()
+    assert several(client, (script, [key]), (script, [key])) == [5, 6]  # loaded again, then run
+    assert several(client, (script, [key]), (script, [key])) == [7, 8]
