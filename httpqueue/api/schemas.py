@@ -141,16 +141,17 @@ class FastLoadSchema(Schema):
         self._fast = self._fast and len(self._schema_validators) == len(hooks[VALIDATES_SCHEMA])
 
     MEMO_FIELDS: t.ClassVar[frozenset[str]] = frozenset()
-    """String fields whose deserialization depends only on the value and the settings (e.g. URLs): a batch
-    repeats the same callback a thousand times, so the result of a valid value is remembered (per settings),
-    once it has also passed the field's ``@validates`` methods (which see nothing but the value)."""
+    """Fields whose deserialization depends only on the value and the settings (URLs, numbers checked
+    against a limit): a batch repeats the same callback, delay and retry count a thousand times, so the
+    result of a valid string or number is remembered (per settings), once it has also passed the field's
+    ``@validates`` methods (which see nothing but the value)."""
 
-    def _memo_for(self, settings: Settings) -> dict[tuple[str, str], t.Any]:
+    def _memo_for(self, settings: Settings) -> dict[tuple[str, type, t.Any], t.Any]:
         """The remembered values for ``settings`` (held by reference: a new settings object starts afresh)."""
         held = self.__dict__.get("_memo")
         if held is None or held[0] is not settings:
             held = self.__dict__["_memo"] = (settings, {})
-        return t.cast(dict[tuple[str, str], t.Any], held[1])
+        return t.cast("dict[tuple[str, type, t.Any], t.Any]", held[1])  # a string: no generic built per call
 
     def load(self, data: t.Any, *, many: bool | None = None, partial: t.Any = None,
              unknown: t.Any = None) -> t.Any:
@@ -168,14 +169,16 @@ class FastLoadSchema(Schema):
         present = self._present
         for key, value in data.items():  # the keys sent (load checked they are all fields), then the others
             name, deserialize, remembered, validators = present[key]
-            if remembered and type(value) is str:
-                known = memo.get((name, value), missing)
+            kind = type(value)
+            if remembered and (kind is str or kind is float or kind is int):
+                # equal values of two types (1 and 1.0) are remembered apart; booleans (True == 1) not at all
+                known = memo.get((name, kind, value), missing)
                 if known is missing:
                     known = deserialize(value, key, data)
                     for validator, data_key in validators:
                         validator(known, data_key=data_key)
                     if len(memo) < MEMO_SIZE:
-                        memo[(name, value)] = known
+                        memo[(name, kind, value)] = known
                 out[name] = known
                 continue
             out[name] = value = deserialize(value, key, data)
@@ -435,7 +438,8 @@ def nesting(value: t.Any) -> int:
 class CreateTaskSchema(FastLoadSchema):
     """A task to create: send ``content`` to ``callback`` after ``delay`` seconds or at ``execute_at``."""
 
-    MEMO_FIELDS = frozenset({"topic", "callback", "failure_callback", "method", "success"})
+    MEMO_FIELDS = frozenset({"topic", "callback", "failure_callback", "method", "success", "delay", "execute_at",
+                             "retry", "timeout"})
 
     error_messages = {"type": NOT_AN_OBJECT}
 
@@ -497,16 +501,25 @@ class CreateTaskSchema(FastLoadSchema):
 
     @validates("content")
     def _small(self, value: t.Any, **_: t.Any) -> None:
-        """Shallow enough for any receiver's parser, and small enough for the store."""
-        depth = nesting(value)
-        if depth > MAX_CONTENT_DEPTH:
-            raise ValidationError(f"nests arrays and objects {depth} levels deep; at most {MAX_CONTENT_DEPTH} "
-                                  "are accepted (send deeper data as a JSON string)")
-        limit = current_settings().max_content
+        """Shallow enough for any receiver's parser, and small enough for the store.
+
+        Its JSON holds at least one bracket per level (strings may add more), so
+        content with few brackets, counted in C, is shallow enough without the
+        walk of :func:`nesting` (a batch checks a thousand contents).
+        """
         try:
-            size = len(jsoncodec.dumps(value))
-        except UnicodeEncodeError:  # a lone surrogate: the body parser refuses those, other callers may not
-            raise ValidationError("has a lone UTF-16 surrogate (\\ud800-\\udfff): it is not a character") from None
+            text: bytes | None = jsoncodec.dumps(value)
+        except (UnicodeEncodeError, RecursionError):  # a lone surrogate (the body parser refuses those, other
+            text = None                                 # callers may not), or far too deep: said below
+        if text is None or text.count(b"[") + text.count(b"{") > MAX_CONTENT_DEPTH:
+            depth = nesting(value)
+            if depth > MAX_CONTENT_DEPTH:
+                raise ValidationError(f"nests arrays and objects {depth} levels deep; at most {MAX_CONTENT_DEPTH} "
+                                      "are accepted (send deeper data as a JSON string)")
+        if text is None:
+            raise ValidationError("has a lone UTF-16 surrogate (\\ud800-\\udfff): it is not a character")
+        limit = current_settings().max_content
+        size = len(text)
         if size > limit:
             raise ValidationError(f"is {size} bytes of JSON; at most {limit} are accepted")
 

@@ -147,7 +147,7 @@ def stats() -> dict[str, t.Any]:
 def _load(item: t.Any) -> t.Mapping[str, t.Any] | InvalidInput:
     """One batch item validated like a single create, or the error that says why it is not valid."""
     try:
-        return t.cast(t.Mapping[str, t.Any], CREATE.load(item))
+        return t.cast("t.Mapping[str, t.Any]", CREATE.load(item))
     except ValidationError as exc:
         messages = exc.normalized_messages()
         return InvalidInput(messages if isinstance(messages, dict) else {"_schema": messages})

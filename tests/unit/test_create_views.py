@@ -17,7 +17,7 @@ from marshmallow import Schema, ValidationError
 
 from httpqueue.api import compat, create_app, v1
 from httpqueue.api.base import ApiBlueprint
-from httpqueue.api.schemas import BatchSchema
+from httpqueue.api.schemas import BatchSchema, CreateTaskSchema
 from httpqueue.config import Settings
 
 GOOD = {"topic": "order", "delay": 15, "callback": "http://127.0.0.1:8888/"}
@@ -126,6 +126,31 @@ def test_the_batch_schema_s_fast_load_agrees_with_marshmallow(body: dict[str, t.
     assert _outcome(BATCH.load, body) == _outcome(lambda b: Schema.load(BATCH, b), body)
 
 
+CREATE = CreateTaskSchema()
+scalars = st.one_of(st.booleans(), st.integers(-2, 3), st.floats(-2, 3, allow_nan=False), st.none(),
+                    st.sampled_from([0, 1, 1.0, 0.0, -0.0, 2.5, 10**20, "1", "", "2026-12-24T18:00:00Z"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"topic": st.just("t"), "callback": st.just("http://h/")},
+                                      optional={"delay": scalars, "retry": scalars, "timeout": scalars,
+                                                "execute_at": scalars}), min_size=1, max_size=8))
+def test_remembered_numbers_load_as_marshmallow_loads_them(bodies: list[dict[str, t.Any]]) -> None:
+    """The fast load remembers valid numbers per field (a batch repeats them): whatever was remembered
+    before, each body loads as marshmallow loads it (the schema's memo lives on across examples, so
+    values and their orders mix)."""
+    for body in bodies:
+        assert _outcome(CREATE.load, body) == _outcome(lambda b: Schema.load(CREATE, b), body)
+
+
+def test_a_remembered_integer_is_not_a_boolean() -> None:
+    fields = {"topic": "t", "callback": "http://h/", "delay": 1}
+    assert CREATE.load({**fields, "retry": 1})["retry"] == 1
+    assert _outcome(CREATE.load, {**fields, "retry": True})[0] == "error"
+    assert _outcome(CREATE.load, {**fields, "retry": 1.5})[0] == "error"
+    assert CREATE.load({**fields, "retry": 1.0})["retry"] == 1
+
+
 @pytest.mark.parametrize("fields", [
     {"topic": "t", "callback": "http://h/", "delay": 1},
     {"topic": "t", "callback": "http://h/", "delay": 1, "retry": 3, "content": {"a": [1]}},
@@ -164,3 +189,27 @@ def test_nesting_counts_the_levels_of_arrays_and_objects(value: t.Any) -> None:
     from httpqueue.api.schemas import nesting
 
     assert nesting(value) == _depth(value)
+
+
+def _nested(levels: int) -> t.Any:
+    value: t.Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100, None),  # brackets in strings count towards the quick bound, not towards the depth
+    ({"a": "{" * 40, "b": _nested(2)}, None),
+    (_nested(32), None),
+    (_nested(33), "nests arrays and objects 33 levels deep"),
+    (_nested(5000), "nests arrays and objects 5000 levels deep"),  # too deep for the JSON encoders as well
+    ({"a": "\ud800"}, "lone UTF-16 surrogate"),
+    ([_nested(33), "\ud800"], "34 levels deep"),  # the depth is said first
+])
+def test_content_depth_and_characters(content: t.Any, message: str | None) -> None:
+    outcome, result = _outcome(CREATE.load, {"topic": "t", "callback": "http://h/", "delay": 1, "content": content})
+    if message is None:
+        assert outcome == "ok" and result["content"] == content
+    else:
+        assert outcome == "error" and message in result["content"][0]
