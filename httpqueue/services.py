@@ -136,11 +136,15 @@ class TaskService:
         """The SSRF guard's create-time check of the callback and failure callback (the worker checks again)."""
         self._check_callbacks(spec.callback, spec.options)
 
-    def _check_callbacks(self, callback: str, options: t.Mapping[str, t.Any]) -> None:
-        self.check_url(callback, "callback")
-        failure = options.get("failure_callback")
-        if failure:
-            self.check_url(failure, "failure_callback")
+    def _check_callbacks(self, callback: str, options: t.Mapping[str, t.Any],
+                         allowed: set[str] | None = None) -> None:
+        """Check both callbacks; ``allowed``: URLs this request has already had allowed (a batch repeats
+        its callback a thousand times), skipped and added to."""
+        for url, field in ((callback, "callback"), (options.get("failure_callback"), "failure_callback")):
+            if url and (allowed is None or url not in allowed):
+                self.check_url(url, field)
+                if allowed is not None:
+                    allowed.add(url)
 
     def check_url(self, url: str, field: str) -> None:
         """:class:`InvalidInput` naming ``field`` if callbacks may not go to ``url``."""
@@ -149,15 +153,16 @@ class TaskService:
         except UnsafeCallbackError as exc:
             raise InvalidInput({field: [str(exc)]}) from None
 
-    def new_task(self, fields: t.Mapping[str, t.Any], now: int, idempotency_key: str | None = None) -> NewTask:
-        """A validated create's store record, after the SSRF checks.
+    def new_task(self, fields: t.Mapping[str, t.Any], now: int, idempotency_key: str | None = None,
+                 allowed: set[str] | None = None) -> NewTask:
+        """A validated create's store record, after the SSRF checks (``allowed``: see :meth:`_check_callbacks`).
 
         A client-given ``id`` or an ``Idempotency-Key`` makes the create
         idempotent: the task id is fixed and the request's fingerprint is
         stored, so a repeat of the same request is a replay.
         """
         options = TaskSpec.options_of(fields)
-        self._check_callbacks(fields["callback"], options)
+        self._check_callbacks(fields["callback"], options, allowed)
         task_id = idempotent_id(fields, idempotency_key)
         return TaskSpec.task_of(fields, options, due_ms(fields, now), task_id, fingerprint(fields) if task_id else None)
 
@@ -196,17 +201,17 @@ class TaskService:
         stop the others).
         """
         now = now_ms()
-        results: list[BatchItem] = []
+        results: list[BatchItem | None] = [None] * len(items)  # the valid ones' once they are stored
         valid: list[tuple[int, NewTask]] = []
+        allowed: set[str] = set()
         for index, item in enumerate(items):
             if isinstance(item, InvalidInput):
-                results.append(BatchItem(error="invalid task", fields=item.fields))
+                results[index] = BatchItem(error="invalid task", fields=item.fields)
                 continue
             try:
-                valid.append((index, self.new_task(item, now)))
-                results.append(BatchItem())
+                valid.append((index, self.new_task(item, now, allowed=allowed)))
             except InvalidInput as exc:
-                results.append(BatchItem(error="invalid task", fields=exc.fields))
+                results[index] = BatchItem(error="invalid task", fields=exc.fields)
         created = self.ctx.store.create_many([task for _, task in valid], now)
         dispatches: list[Dispatch] = []
         per_topic: dict[str, int] = {}
@@ -230,7 +235,7 @@ class TaskService:
                 dispatches.append(outcome.dispatch)
         self._publish_due(dispatches, now)
         self._emit_batch(per_topic, first_ids, replayed, len(items))
-        return results
+        return t.cast(list[BatchItem], results)
 
     def delete(self, task_id: str) -> Changed:
         """Cancel a task that has not fired (the original ``/delete`` and ``DELETE /v1/tasks/<id>``)."""

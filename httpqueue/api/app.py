@@ -71,7 +71,7 @@ class JsonProvider(DefaultJSONProvider):
 
     def response(self, *args: t.Any, **kwargs: t.Any) -> Response:
         body = jsoncodec.dumps(self._prepare_response_obj(args, kwargs))
-        response_class = t.cast(type[Response], self._app.response_class)
+        response_class = t.cast("type[Response]", self._app.response_class)
         return response_class(body, mimetype=self.mimetype)
 
 

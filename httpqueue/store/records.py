@@ -6,6 +6,7 @@ the worker into callbacks.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import secrets
 import typing as t
@@ -56,7 +57,16 @@ def new_id() -> str:
     out of reach: a billion ids collide with odds of about 1 in 10^13, and a
     collision is refused by the create script, never overwritten.
     """
-    return secrets.token_urlsafe(13)
+    return new_ids(1)[0]
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` ids of :func:`new_id`'s kind (what ``secrets.token_urlsafe(13)`` gives), from one read of the
+    system's random source: a batch of a thousand creates made a thousand ``getrandom`` calls, a third of
+    the cost of its ids."""
+    raw = secrets.token_bytes(13 * count)
+    encode = base64.urlsafe_b64encode
+    return [encode(raw[at:at + 13]).rstrip(b"=").decode() for at in range(0, 13 * count, 13)]
 
 
 

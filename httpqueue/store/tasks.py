@@ -31,7 +31,7 @@ from httpqueue.states import IN_FLIGHT_STATES, PARKED_OUTCOMES, WAITING_STATES, 
 from httpqueue.store import scripts
 from httpqueue.store.keys import Keys
 from httpqueue.store.records import (
-    Changed, Created, Cursor, Dispatch, NewTask, Page, Settlement, TaskRecord, new_id,
+    Changed, Created, Cursor, Dispatch, NewTask, Page, Settlement, TaskRecord, new_ids,
 )
 from httpqueue.store.scripts import ScriptCalls, translate_errors
 
@@ -120,7 +120,8 @@ class TaskStore:
         came with the same fingerprint) or the :class:`TaskConflict` of an id
         taken by a different request (raised instead with ``raise_conflicts``).
         """
-        ids = [task.task_id or new_id() for task in tasks]
+        fresh = iter(new_ids(sum(1 for task in tasks if not task.task_id)))
+        ids = [task.task_id or next(fresh) for task in tasks]
         # a keyed create stores its fingerprint with a mark of this very call: a run of the same call sent
         # again (its reply lost) finds its own mark, a concurrent create with the same key finds another's
         marks = [f"{task.fingerprint}|{secrets.token_hex(4)}" if task.fingerprint else "" for task in tasks]
@@ -204,7 +205,7 @@ class TaskStore:
 
     @translate_errors
     def get(self, task_id: str) -> TaskRecord:
-        h = t.cast(dict[str, str], self.redis.hgetall(self.keys.task(task_id)))
+        h = t.cast("dict[str, str]", self.redis.hgetall(self.keys.task(task_id)))
         if not h:
             raise TaskNotFound(f"no task with id {task_id}")
         return TaskRecord.from_hash(task_id, h)

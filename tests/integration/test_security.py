@@ -39,6 +39,20 @@ def test_create_refuses_internal_callbacks_by_default(settings: Settings, callba
     assert "callback" in body["fields"] and ("refused" in body["error"] or "Not a valid URL" in body["error"])
 
 
+def test_a_batch_checks_each_callback_and_refuses_each_internal_one(settings: Settings, topic: str) -> None:
+    """A batch checks a URL once it was allowed (it repeats its callback): a refused one stays refused."""
+    client = create_app(settings.replace(callback_allow=("127.0.0.2",))).test_client()
+    good, bad = "http://127.0.0.2:9/hook", "http://127.0.0.1:9/"  # allowed loopback, and refused
+    items = [{"topic": topic, "delay": 86400, "callback": url} for url in (good, bad, good, bad)]
+    items.append({"topic": topic, "delay": 86400, "callback": good, "failure_callback": bad})
+    response = client.post("/v1/tasks/batch", json={"tasks": items})
+    assert response.status_code == 200
+    results = response.get_json()["results"]
+    assert [set(r) for r in results] == [{"id"}, {"error", "fields"}, {"id"}, {"error", "fields"}, {"error", "fields"}]
+    assert "callback" in results[1]["fields"] and "callback" in results[3]["fields"]
+    assert "failure_callback" in results[4]["fields"]
+
+
 def test_delivery_checks_the_address_again_when_it_connects(settings: Settings, receiver: Receiver,
                                                              topic: str) -> None:
     """A task stored while its host was allowed is refused by a worker whose policy no longer allows it."""
