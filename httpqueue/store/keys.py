@@ -13,7 +13,9 @@ per task.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import typing as t
 import zlib
 
 EVENTS_SUFFIX = "ev"
@@ -100,6 +102,11 @@ class Keys:
     def stats(self, shard: int) -> str:
         """Hash ``state|topic`` -> number of tasks of this shard in that state."""
         return f"{self.tag(shard)}:stats"
+
+    def for_create(self, shard: int) -> CreateKeys:
+        """What ``create.lua`` is given for ``shard``, built once per shard: a single create needed six key
+        methods and a dozen f-strings on every request for keys that never change."""
+        return _create_keys(self, shard)
 
     def topic_tag(self, topic: str) -> str:
         """Hash tag of one topic's control keys: a digest, so any topic name (even with braces) is safe."""
@@ -237,3 +244,18 @@ class TopicKeys:
     running: str
     rate: str
     breaker: str
+
+
+class CreateKeys(t.NamedTuple):
+    """A shard's keys as ``create.lua`` takes them (:meth:`Keys.for_create`)."""
+
+    shard_keys: tuple[str, str, str, str]
+    """KEYS before the tasks' own: the timer, the in-flight set, the stats, the hours set."""
+    task_prefix: str
+    hour_list_prefix: str
+
+
+@functools.lru_cache(maxsize=1024)
+def _create_keys(keys: Keys, shard: int) -> CreateKeys:
+    return CreateKeys((keys.timer(shard), keys.inflight(shard), keys.stats(shard), keys.hours(shard)),
+                      keys.task_prefix(shard), keys.hour_list_prefix(shard))

@@ -120,8 +120,11 @@ class TaskStore:
         came with the same fingerprint) or the :class:`TaskConflict` of an id
         taken by a different request (raised instead with ``raise_conflicts``).
         """
-        fresh = iter(new_ids(sum(1 for task in tasks if not task.task_id)))
-        ids = [task.task_id or next(fresh) for task in tasks]
+        ids = [task.task_id or "" for task in tasks]
+        missing = ids.count("")
+        if missing:
+            fresh = iter(new_ids(missing))
+            ids = [task_id or next(fresh) for task_id in ids]
         # a keyed create stores its fingerprint with a mark of this very call: a run of the same call sent
         # again (its reply lost) finds its own mark, a concurrent create with the same key finds another's
         marks = [f"{task.fingerprint}|{secrets.token_hex(4)}" if task.fingerprint else "" for task in tasks]
@@ -130,10 +133,9 @@ class TaskStore:
             by_shard.setdefault(self.keys.shard_of(task_id), []).append(index)
         calls = ScriptCalls(self.redis, self.min_replicas, self.replica_timeout_ms)
         for shard, indexes in by_shard.items():
-            prefix = self.keys.task_prefix(shard)
-            keys = [self.keys.timer(shard), self.keys.inflight(shard), self.keys.stats(shard), self.keys.hours(shard)]
-            args: list[t.Any] = [now_ms, self.direct_ms, self.lease_ms, self.reach_ms,
-                                 self.keys.hour_list_prefix(shard)]
+            shard_keys, prefix, hour_list_prefix = self.keys.for_create(shard)
+            keys = list(shard_keys)
+            args: list[t.Any] = [now_ms, self.direct_ms, self.lease_ms, self.reach_ms, hour_list_prefix]
             for index in indexes:
                 keys.append(prefix + ids[index])
                 args += self._arguments(ids[index], tasks[index], marks[index])

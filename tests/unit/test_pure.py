@@ -93,6 +93,16 @@ def test_keys_of_one_task_share_a_hash_tag() -> None:
     assert 0 <= keys.shard_of("x") < 16
 
 
+def test_the_create_keys_of_a_shard_are_its_own_keys() -> None:
+    """``for_create`` remembers per shard what the key methods build, for each prefix and shard count apart."""
+    for keys in (Keys("hq", 16), Keys("other", 16), Keys("hq", 4)):
+        for shard in range(keys.shards):
+            made = keys.for_create(shard)
+            assert made == ((keys.timer(shard), keys.inflight(shard), keys.stats(shard), keys.hours(shard)),
+                            keys.task_prefix(shard), keys.hour_list_prefix(shard))
+            assert keys.for_create(shard) is made
+
+
 def test_callback_body_passes_content_through() -> None:
     from httpqueue.states import State
     from httpqueue.store import TaskRecord
