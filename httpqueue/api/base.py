@@ -23,7 +23,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
 
 from httpqueue import jsoncodec
-from httpqueue.api.schemas import MAX_BODY_DEPTH, MAX_CONTENT_DEPTH
+from httpqueue.api.schemas import MAX_BODY_DEPTH, MAX_CONTENT_DEPTH, nesting
 from httpqueue.context import Context
 from httpqueue.exceptions import InvalidInput
 from httpqueue.services import TaskService
@@ -145,18 +145,6 @@ Strings are matched from their opening quote and contain no bare quote, so a
 scan over valid JSON stays aligned on string boundaries: ``findall`` counts
 the keys of the text exactly, without parsing it."""
 
-def _depth(body: dict[str, t.Any]) -> int:
-    """How many levels of objects and arrays ``body`` nests (at least 1), level by level: each level is
-    one list comprehension over the containers of the one above, without a call per value."""
-    depth, level = 1, [t.cast(t.Any, body)]
-    while True:
-        level = [child for value in level for child in (value.values() if type(value) is dict else value)
-                 if type(child) is dict or type(child) is list]
-        if not level or depth > MAX_BODY_DEPTH:  # past the limit the exact depth does not matter
-            return depth
-        depth += 1
-
-
 def _count_keys(body: dict[str, t.Any]) -> int:
     """Keys of every object in ``body``."""
     keys, stack = 0, [t.cast(t.Any, body)]
@@ -203,8 +191,8 @@ def parse_body(data: bytes) -> dict[str, t.Any]:
         body = orjson.loads(data)
     except orjson.JSONDecodeError:
         return parse_body_strictly(data)
-    if (type(body) is not dict or jsoncodec.may_hold_long_integers(data) or _depth(body) > MAX_BODY_DEPTH
-            or not _keys_all_kept(data, body)):
+    if (type(body) is not dict or jsoncodec.may_hold_long_integers(data)
+            or nesting(body, MAX_BODY_DEPTH) > MAX_BODY_DEPTH or not _keys_all_kept(data, body)):
         return parse_body_strictly(data)
     return t.cast("dict[str, t.Any]", body)
 

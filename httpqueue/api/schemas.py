@@ -423,15 +423,22 @@ MAX_BODY_DEPTH = MAX_CONTENT_DEPTH + 3
 around content of :data:`MAX_CONTENT_DEPTH` levels. Checked before the body is parsed."""
 
 
-def nesting(value: t.Any) -> int:
-    """How many levels of arrays and objects ``value`` has (a scalar has 0), without recursion."""
-    depth, level = 0, [value]
-    while level:  # level by level: the containers at this depth
-        level = [item for item in level if isinstance(item, (list, dict))]
+def nesting(value: t.Any, limit: int | None = None) -> int:
+    """How many levels of arrays and objects ``value`` has (a scalar has 0), without recursion; with
+    ``limit``, counting stops at ``limit + 1`` (past it the exact depth does not matter).
+
+    Level by level: each level is one list comprehension over the containers
+    of the one above, without a call per value (a batch's body has thousands).
+    """
+    if not isinstance(value, (list, dict)):
+        return 0
+    depth, level = 1, [value]
+    while limit is None or depth <= limit:
+        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (list, dict))]
         if not level:
             break
         depth += 1
-        level = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
     return depth
 
 

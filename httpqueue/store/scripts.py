@@ -16,15 +16,15 @@ from importlib import resources
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    AskError, ClusterDownError, ClusterError, MovedError, NoScriptError, RedisClusterException, TryAgainError,
+)
 
 _hiredis_pack: t.Callable[[tuple[t.Any, ...]], bytes] | None
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # redis-py then packs with its own Python serializer
     _hiredis_pack = None
-from redis.exceptions import (
-    AskError, ClusterDownError, ClusterError, MovedError, NoScriptError, RedisClusterException, TryAgainError,
-)
 
 from httpqueue.connections import StoreClient
 from httpqueue.exceptions import ReplicasMissing, StoreUnavailable
@@ -190,20 +190,12 @@ def call_directly(client: redis.Redis, script: t.Any, keys: list[t.Any], args: l
     loads the script. That is the path every call took before, with the same
     retry policy.
     """
-    connection = _held_connection(client.connection_pool)
-    try:
-        connection.send_packed_command([_packed(connection, [("EVALSHA", script.sha, len(keys), *keys, *args)])])
-        return connection.read_response()
-    except NoScriptError:
-        pass
-    except redis.ResponseError:  # a whole reply was read: the connection is ready for the next command
-        raise
-    except BaseException as exc:
-        # a reply may still be on its way (a timeout, an interrupt): the connection cannot be reused as it
-        # is; disconnected, its next command reconnects
-        connection.disconnect()
-        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            raise
+    replies = _pipeline_directly(client, [("EVALSHA", script.sha, len(keys), *keys, *args)])
+    if replies is not None:
+        if not isinstance(replies[0], redis.ResponseError):
+            return replies[0]
+        if not isinstance(replies[0], NoScriptError):
+            raise replies[0]
     return script(keys=keys, args=args)
 
 

@@ -189,6 +189,8 @@ def test_nesting_counts_the_levels_of_arrays_and_objects(value: t.Any) -> None:
     from httpqueue.api.schemas import nesting
 
     assert nesting(value) == _depth(value)
+    for limit in (0, 1, 2):  # with a limit it counts no further than one level past it
+        assert nesting(value, limit) == min(_depth(value), limit + 1)
 
 
 def _nested(levels: int) -> t.Any:
